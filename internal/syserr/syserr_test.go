@@ -1,0 +1,32 @@
+package syserr
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+)
+
+func TestDisplay(t *testing.T) {
+	_, openErr := os.Open("/nonexistent/ember-syserr-test")
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"enoent via os", openErr, "No such file or directory (os error 2)"},
+		{"eacces", syscall.EACCES, "Permission denied (os error 13)"},
+		{"ebusy wrapped", fmt.Errorf("open tap: %w", syscall.EBUSY), "Resource busy (os error 16)"},
+		{"enomem", syscall.ENOMEM, "Out of memory (os error 12)"},
+		{"unknown errno", syscall.Errno(41), "No error information (os error 41)"},
+		{"not an errno", fmt.Errorf("plain"), "plain"},
+		{"nil", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Display(tt.err); got != tt.want {
+				t.Errorf("Display() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
