@@ -1,5 +1,7 @@
 package hypervisor
 
+import "os"
+
 // Spec is the backend-neutral description of one VM, built by the controller
 // from the pre-boot configuration at InstanceStart. Devices appear in
 // Firecracker's attach order (balloon, drives with the root first, nets,
@@ -88,8 +90,12 @@ type Drive struct {
 
 // Net is a virtio-net device on a tap.
 type Net struct {
-	ID        string
-	TapName   string
+	ID      string
+	TapName string
+	// Tap is the tap device, opened by the controller at PUT time (as
+	// Firecracker does) with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR. The controller
+	// owns it; a backend that hands it to another process duplicates it.
+	Tap       *os.File
 	GuestMAC  string // "" lets the guest pick
 	MTU       uint16 // 0: not advertised
 	RxLimiter *RateLimiter
