@@ -33,10 +33,24 @@ var ErrNotSupported = errors.New("not supported")
 // cannot run on this host.
 var ErrUnavailable = errors.New("backend unavailable")
 
+// UnsupportedError is a request for a capability a backend lacks. It
+// matches ErrNotSupported with errors.Is.
+type UnsupportedError struct {
+	Backend    string
+	Capability string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("The %s backend does not support %s.", e.Backend, e.Capability)
+}
+
+// Is makes errors.Is(err, ErrNotSupported) true.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrNotSupported }
+
 // Unsupported builds the error a backend or the controller returns for a
 // missing capability; its text names the backend and the capability.
 func Unsupported(backend, capability string) error {
-	return fmt.Errorf("the %s backend does not support %s: %w", backend, capability, ErrNotSupported)
+	return &UnsupportedError{Backend: backend, Capability: capability}
 }
 
 // Capabilities says which Firecracker features a backend implements. The
