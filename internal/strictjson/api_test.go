@@ -327,8 +327,27 @@ func TestRustDebugString(t *testing.T) {
 		"\U000E0001":       `"\u{e0001}"`,
 	}
 	for in, want := range tests {
-		if got := rustDebugString(in); got != want {
-			t.Errorf("rustDebugString(%q) = %s, want %s", in, got, want)
+		if got := RustDebugString(in); got != want {
+			t.Errorf("RustDebugString(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestCustomAndDebug(t *testing.T) {
+	e := Custom("too many fields: either `mem_backend` or `mem_file_path` exclusively is required")
+	if e.Error() != "too many fields: either `mem_backend` or `mem_file_path` exclusively is required" || e.Line != 0 || !errors.Is(e, ErrData) {
+		t.Errorf("Custom = %+v", *e)
+	}
+	if got := Custom("x at line 2 column 5"); got.Msg != "x" || got.Line != 2 || got.Column != 5 {
+		t.Errorf("Custom with position = %+v", *got)
+	}
+	var mc MachineConfig
+	err := Unmarshal([]byte(`{"mem_size_mib": 128}`), &mc)
+	var se *Error
+	if !errors.As(err, &se) || se.Debug() != "Error(\"missing field `vcpu_count`\", line: 1, column: 21)" {
+		t.Errorf("Debug = %v", se)
+	}
+	if got := Custom("a\"b\n").Debug(); got != `Error("a\"b\n", line: 0, column: 0)` {
+		t.Errorf("Debug = %s", got)
 	}
 }

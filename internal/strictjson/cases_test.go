@@ -1,6 +1,9 @@
 package strictjson
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // serdeCases pairs inputs with what real serde_json 1.0.150 / serde 1.0.228
 // answer for the mirrored Rust type (types_test.go): the error's Display, or the
@@ -156,6 +159,16 @@ var serdeCases = []struct {
 	{"snap", "{\"snapshot_path\": \"/s\", \"network_overrides\": [{\"iface_id\": \"e\"}]}", "err", "missing field `host_dev_name` at line 1 column 63"},
 	{"opt_u8", "null", "ok", "null"},
 	{"opt_u8", "nul", "err", "EOF while parsing a value at line 1 column 3"},
+	// Invalid UTF-8 is only refused inside strings serde_json actually reads.
+	{"boot", "{\"kernel_image_path\": \"a\xffb\"}", "err", "invalid unicode code point at line 1 column 27"},
+	{"boot", "{\"kernel_\xff\": \"a\"}", "err", "invalid unicode code point at line 1 column 11"},
+	{"tb", "{\"size\": 1, \"x\": \"\xff\\udc00\", \"refill_time\": 2}", "ok", "{\"size\":1,\"one_time_burst\":null,\"refill_time\":2}"},
+	{"value", "[1, \xff]", "err", "expected value at line 1 column 5"},
+	{"boot", "{\"kernel_image_path\": {\"a\": 1}}", "err", "invalid type: map, expected a string at line 1 column 22"},
+	// The 128th nested array/object/struct exceeds serde_json's recursion limit.
+	{"value", strings.Repeat("[", 128), "err", "recursion limit exceeded at line 1 column 128"},
+	{"value", strings.Repeat("[", 127) + strings.Repeat("]", 127), "ok", strings.Repeat("[", 127) + strings.Repeat("]", 127)},
+	{"nest", strings.Repeat(`{"next":`, 128), "err", "recursion limit exceeded at line 1 column 1017"},
 }
 
 func TestSerdeCases(t *testing.T) {

@@ -51,7 +51,7 @@ var seedInputs = map[string][]string{
 	"level": {`"WaRn"`}, "huge": {`"Transparent"`, `{"2M": null}`}, "mmds_version": {`"V1"`},
 	"vec_level": {`["info", "TRACE", "warning"]`}, "map_level": {`{"a": "Off", "b": "error"}`},
 	"macs": {`{"macs": ["01:02:03:04:05:06"], "opt": [null, "aa:bb:cc:dd:ee:ff"]}`},
-	"lone": {`"Only"`}, "never": {`"x"`}, "ipv4": {`"10.0.0.1"`}, "path": {`"/tmp/x"`}, "mac": {`"aa:bb:cc:dd:ee:ff"`},
+	"lone": {`"Only"`, `{"Only": null}`}, "never": {`"x"`, `{"x": null}`}, "ipv4": {`"10.0.0.1"`}, "path": {`"/tmp/x"`}, "mac": {`"aa:bb:cc:dd:ee:ff"`},
 }
 
 // pieces are fragments spliced into inputs by the mutator.

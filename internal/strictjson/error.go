@@ -59,6 +59,18 @@ func (e *Error) Error() string {
 	return e.Msg + " at line " + strconv.Itoa(e.Line) + " column " + strconv.Itoa(e.Column)
 }
 
+// Debug renders the error as Rust's `{:?}` of serde_json::Error does, e.g.
+// Error("missing field `x`", line: 1, column: 9) (line 0 when unpositioned).
+func (e *Error) Debug() string {
+	return "Error(" + RustDebugString(e.Msg) + ", line: " + strconv.Itoa(e.Line) +
+		", column: " + strconv.Itoa(e.Column) + ")"
+}
+
+// Custom is serde_json::Error::custom(msg) built outside a deserializer, as
+// Firecracker does for its own checks: a data error with no position (unless
+// msg ends in " at line L column C", which serde_json parses back out).
+func Custom(msg string) *Error { return dataError(msg, nil) }
+
 // Is makes errors.Is(err, ErrSyntax|ErrData|ErrEOF) test the category.
 func (e *Error) Is(target error) bool {
 	switch target {
@@ -190,7 +202,7 @@ func UnexpectedFloat(f float64) Unexpected {
 	return Unexpected{"floating point `" + string(appendFloat64(nil, f)) + "`"}
 }
 func UnexpectedString(s string) Unexpected {
-	return Unexpected{"string " + rustDebugString(s)}
+	return Unexpected{"string " + RustDebugString(s)}
 }
 func UnexpectedNull() Unexpected { return Unexpected{"null"} }
 func UnexpectedSeq() Unexpected  { return Unexpected{"sequence"} }

@@ -116,10 +116,11 @@ func appendQuoted(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// rustDebugString renders s like Rust's `{:?}` for str, which serde uses for
-// `string "..."` in messages: \0 \t \r \n \\ \" short escapes, and \u{hex} for
-// characters Rust considers non-printable or grapheme-extending.
-func rustDebugString(s string) string {
+// RustDebugString renders s like Rust's `{:?}` for str (Rust 1.95's Unicode
+// tables), which serde uses for `string "..."` in messages: \0 \t \r \n \\ \"
+// short escapes, and \u{hex} for characters Rust considers non-printable or
+// grapheme-extending. Invalid UTF-8 bytes render as U+FFFD.
+func RustDebugString(s string) string {
 	const hex = "0123456789abcdef"
 	out := make([]byte, 0, len(s)+2)
 	out = append(out, '"')
