@@ -1,0 +1,317 @@
+// Command ember is a microVM monitor with Firecracker's command line, API
+// and behaviour, running VMs on pluggable backends (QEMU today).
+//
+// The startup order, the log lines and the exit codes are Firecracker's:
+// logger, "Running Firecracker v...", signal handling, metrics, the API
+// socket ("API server started."), then the VM configured through the API or
+// from --config-file. The process ends with the VM's exit code after the
+// guest resets (0) or the engine fails (1), logging Firecracker's exit line.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ember-vmm/ember/internal/api"
+	_ "github.com/ember-vmm/ember/internal/backend/qemu" // registers the qemu backend
+	"github.com/ember-vmm/ember/internal/cli"
+	"github.com/ember-vmm/ember/internal/hypervisor"
+	"github.com/ember-vmm/ember/internal/logger"
+	"github.com/ember-vmm/ember/internal/metrics"
+	"github.com/ember-vmm/ember/internal/microhttp"
+	"github.com/ember-vmm/ember/internal/syserr"
+	"github.com/ember-vmm/ember/internal/tap"
+	"github.com/ember-vmm/ember/internal/vmconfig"
+	"github.com/ember-vmm/ember/internal/vmm"
+)
+
+func main() {
+	processStart := time.Now()
+	opts, exit := cli.Parse(os.Args[1:])
+	if exit != nil {
+		exit.Emit(os.Stdout, os.Stderr)
+		exit.Terminate()
+		return
+	}
+	os.Exit(run(opts, processStart))
+}
+
+// failure is how a run ends with an error: the message logged, the Rust
+// Debug form printed on stderr as "Error: ...", and the exit code.
+type failure struct {
+	msg, debug string
+	code       int
+}
+
+func (f *failure) Error() string { return f.msg }
+
+func run(opts *cli.Options, processStart time.Time) int {
+	if opts.Given("describe-snapshot") {
+		return describeSnapshot(opts.DescribeSnapshot)
+	}
+	lg := logger.New(opts.ID, os.Stdout)
+	mainLog := lg.Thread("main")
+	defer lg.Close()
+
+	code, sig := runWithLogger(opts, lg, processStart)
+	if sig != 0 {
+		// Firecracker does not handle SIGTERM/SIGINT: the process dies by the
+		// signal. ember has cleaned up first and now dies the same way.
+		cli.DieBySignal(sig)
+		return 128 + int(sig)
+	}
+	if code == cli.ExitOK {
+		mainLog.Infof("Firecracker exiting successfully. exit_code=0")
+	} else {
+		mainLog.Errorf("Firecracker exiting with error. exit_code=%d", code)
+	}
+	return code
+}
+
+func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time) (int, syscall.Signal) {
+	mainLog := lg.Thread("main")
+	fail := func(f *failure) (int, syscall.Signal) {
+		mainLog.Errorf("%s", f.msg)
+		fmt.Fprintf(os.Stderr, "Error: %s\n", f.debug)
+		return f.code, 0
+	}
+
+	lc := logger.Config{Module: nilIfEmpty(opts.Module)}
+	if opts.Given("log-path") {
+		lc.Path = &opts.LogPath
+	}
+	lvl := opts.Level
+	lc.Level = &lvl
+	if opts.ShowLevel {
+		lc.ShowLevel = &opts.ShowLevel
+	}
+	if opts.ShowLogOrigin {
+		lc.ShowLogOrigin = &opts.ShowLogOrigin
+	}
+	if err := lg.Update(lc); err != nil {
+		msg := "Failed to open target file: " + syserr.Display(err)
+		return fail(&failure{msg: "Could not initialize logger: " + msg, debug: "LoggerInitialization(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+	}
+	mainLog.Infof("Running Firecracker v%s", cli.FirecrackerVersion)
+
+	m := metrics.New()
+	signals := watchSignals(mainLog, m)
+	defer signal.Stop(signals.ch)
+
+	if opts.Given("metrics-path") {
+		f, err := logger.OpenTarget(opts.MetricsPath)
+		if err == nil {
+			err = m.Init(f, false, opts.ID, nil)
+		}
+		if err != nil {
+			msg := "Cannot initialize the metrics system due to bad user input: " + syserr.Display(err)
+			return fail(&failure{msg: "Could not initialize metrics: " + msg, debug: "MetricsInitialization(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+		}
+	}
+	if opts.Given("seccomp-filter") {
+		if _, err := os.Stat(opts.SeccompFilter); err != nil {
+			msg := "Filter file open error: " + syserr.Display(err)
+			return fail(&failure{msg: "Seccomp error: " + msg, debug: "SeccompFilter(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+		}
+		mainLog.Warnf("Custom seccomp filters are not applied by ember; see docs/reliability.md.")
+	}
+
+	var configJSON, metadataJSON []byte
+	if opts.Given("config-file") {
+		b, err := os.ReadFile(opts.ConfigFile)
+		if err != nil {
+			abort(mainLog, "Unable to open or read from the configuration file", err)
+		}
+		configJSON = b
+	}
+	if opts.Given("metadata") {
+		b, err := os.ReadFile(opts.Metadata)
+		if err != nil {
+			abort(mainLog, "Unable to open or read from the mmds content file", err)
+		}
+		metadataJSON = b
+	}
+
+	prefix, debugPrefix := "RunWithApiError error: ", "RunWithApi"
+	if opts.NoAPI {
+		prefix, debugPrefix = "RunWithoutApiError error: ", "RunWithoutApiError"
+	}
+
+	backend, err := selectBackend(opts, mainLog)
+	if err != nil {
+		return fail(&failure{msg: prefix + err.Error(), debug: debugPrefix + "(" + rustDebug(err.Error()) + ")", code: cli.ExitGenericError})
+	}
+
+	runtimeDir, err := os.MkdirTemp("", "ember-"+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return fail(&failure{msg: prefix + err.Error(), debug: debugPrefix + "(" + rustDebug(err.Error()) + ")", code: cli.ExitGenericError})
+	}
+	defer os.RemoveAll(runtimeDir)
+
+	res := vmconfig.NewResources(backend.Name(), backend.Capabilities(), tap.Open, int(opts.MMDSLimit()))
+	res.Log = mainLog
+	res.BootTimer, res.PCI = opts.BootTimer, opts.EnablePCI
+	ctrl := vmm.New(vmm.Config{
+		ID:             opts.ID,
+		Version:        cli.FirecrackerVersion,
+		Backend:        backend,
+		BackendOptions: map[string]string{"qemu-binary": opts.QEMUBinary, "qemu-accel": accelOption(opts.Accel)},
+		Logger:         lg,
+		Metrics:        m,
+		Resources:      res,
+		Stdout:         os.Stdout,
+		Stdin:          os.Stdin,
+		RuntimeDir:     runtimeDir,
+	})
+	defer func() {
+		ctrl.Shutdown()
+		if err := m.Flush(); err != nil {
+			mainLog.Errorf("Failed to write metrics: %s", err)
+		}
+	}()
+
+	var server *microhttp.Server
+	serveDone := make(chan error, 1)
+	if !opts.NoAPI {
+		ln, err := microhttp.Listen(opts.APISock)
+		if err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				msg := "Failed to open the API socket at: " + opts.APISock + ". Check that it is not already used."
+				return fail(&failure{msg: prefix + msg, debug: "RunWithApi(FailedToBindSocket(" + rustDebug(opts.APISock) + "))", code: cli.ExitGenericError})
+			}
+			msg := "Failed to bind and run the HTTP server: IO error: " + syserr.Display(err)
+			return fail(&failure{msg: prefix + msg, debug: "RunWithApi(FailedToBindAndRunHttpServer(IOError(" + rustDebug(syserr.Display(err)) + ")))", code: cli.ExitGenericError})
+		}
+		mainLog.Infof("Listening on API socket (%s).", rustDebug(opts.APISock))
+		maxPayload := int64(opts.HTTPAPIMaxPayloadSize)
+		if maxPayload == 0 {
+			maxPayload = -1 // an explicit 0 is a limit of zero, not the default
+		}
+		server = microhttp.NewServer(ln, microhttp.Config{MaxPayload: maxPayload})
+		apiLog := lg.Thread("fc_api")
+		h := api.NewHandler(ctrl, apiLog, m)
+		go func() { serveDone <- server.Serve(context.Background(), h) }()
+		apiLog.Infof("API server started.")
+		reportStartup(m, opts)
+		defer server.Close()
+	}
+
+	if metadataJSON != nil && configJSON == nil {
+		if err := ctrl.PutMetadata(metadataJSON); err != nil {
+			if errors.Is(err, vmm.ErrMetadata) {
+				abort(mainLog, "MMDS error: metadata provided not valid json", err)
+			}
+			msg := "Failed to build MicroVM: Populating MMDS from file failed: " + err.Error() + ".."
+			return fail(&failure{msg: prefix + msg, debug: debugPrefix + "(BuildMicroVmError(PopulateMmds(" + rustDebug(err.Error()) + ")))", code: cli.ExitGenericError})
+		}
+	}
+	if configJSON != nil {
+		if err := ctrl.BootFromConfig(context.Background(), configJSON, metadataJSON); err != nil {
+			if errors.Is(err, vmm.ErrMetadata) {
+				abort(mainLog, "MMDS error: metadata provided not valid json", err)
+			}
+			msg := "Failed to build MicroVM from Json: " + err.Error()
+			if opts.NoAPI {
+				msg = "Failed to build MicroVM from Json: " + err.Error()
+			}
+			return fail(&failure{msg: prefix + msg, debug: debugPrefix + "(BuildFromJson(" + rustDebug(err.Error()) + "))", code: cli.ExitGenericError})
+		}
+	}
+
+	select {
+	case e := <-ctrl.Exited():
+		if e.Code == vmm.ExitOK {
+			return cli.ExitOK, 0
+		}
+		what := "MicroVM stopped with an error: GenericError"
+		debug := "RunWithApi(MicroVMStoppedWithError(GenericError))"
+		if opts.NoAPI {
+			what, debug = "MicroVMStopped without an error: GenericError", "RunWithoutApiError(Shutdown(GenericError))"
+		}
+		return fail(&failure{msg: prefix + what, debug: debug, code: e.Code})
+	case s := <-signals.fatal:
+		return s.code, s.sig
+	case err := <-serveDone:
+		msg := "API server failed: " + err.Error()
+		return fail(&failure{msg: prefix + msg, debug: debugPrefix + "(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+	}
+}
+
+// selectBackend resolves --backend: auto takes the built-in kvm backend where
+// it can run and qemu otherwise; a forced backend that cannot run is an error.
+func selectBackend(opts *cli.Options, log logger.Log) (hypervisor.Backend, error) {
+	name := opts.Backend
+	if name == "auto" {
+		if b, ok := hypervisor.Lookup("kvm"); ok && b.Available() == nil {
+			return b, nil
+		}
+		name = "qemu"
+	}
+	b, ok := hypervisor.Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("The %s backend is not built into this ember binary.", name)
+	}
+	if opts.Backend == "auto" {
+		log.Infof("Using the %s backend.", name)
+	}
+	return b, nil
+}
+
+// reportStartup fills api_server.process_startup_time_us from the jailer's
+// --start-time-us and friends, as Firecracker does when they are given.
+func reportStartup(m *metrics.Metrics, opts *cli.Options) {
+	if opts.StartTimeUs != nil {
+		m.ReportStartTime(*opts.StartTimeUs)
+	}
+	if opts.StartTimeCPUUs != nil {
+		var parent uint64
+		if opts.ParentCPUTimeUs != nil {
+			parent = *opts.ParentCPUTimeUs
+		}
+		m.ReportCPUStartTime(*opts.StartTimeCPUUs, parent)
+	}
+}
+
+// abort ends the process as Firecracker's panic does (SIGABRT), after one
+// clear line on stderr.
+func abort(log logger.Log, what string, err error) {
+	log.Errorf("Firecracker panicked: %s: %s", what, syserr.Display(err))
+	fmt.Fprintf(os.Stderr, "%s: %s\n", what, syserr.Display(err))
+	(&cli.Exit{Abort: true, Code: cli.ExitAborted}).Terminate()
+}
+
+func describeSnapshot(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: PrintSnapshotDataFormat(OpenSnapshot(%s))\n", rustDebug(syserr.Display(err)))
+		return cli.ExitGenericError
+	}
+	f.Close()
+	fmt.Fprintf(os.Stderr, "Error: PrintSnapshotDataFormat(SnapshotVersion(InvalidMagic))\n")
+	return cli.ExitGenericError
+}
+
+func nilIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func rustDebug(s string) string { return strconv.Quote(s) }
+
+// accelOption maps --accel to the qemu backend's option ("" lets it choose).
+func accelOption(a string) string {
+	if a == "auto" {
+		return ""
+	}
+	return a
+}
