@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The second of ember's two commands: installs what is missing, builds the
+# test guest, and runs the whole test suite (unit, conformance and
+# end-to-end tests with real QEMU guests, and firecracker-go-sdk driving
+# ember). Run it as root: the tests create taps and network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages
+ensure_go
+echo "== $(go version)"
+guest/build.sh
+go vet ./...
+go test -count=1 -timeout 25m ./...
+(cd tests/sdk && go test -count=1 -timeout 10m ./...)
