@@ -61,7 +61,11 @@ func run(opts *cli.Options, processStart time.Time) int {
 	mainLog := lg.Thread("main")
 	defer lg.Close()
 
-	code, sig := runWithLogger(opts, lg, processStart)
+	code, sig, quiet := runWithLogger(opts, lg, processStart)
+	if quiet {
+		// Firecracker's signal handlers _exit without the exit line.
+		return code
+	}
 	if sig != 0 {
 		// Firecracker does not handle SIGTERM/SIGINT: the process dies by the
 		// signal. ember has cleaned up first and now dies the same way.
@@ -76,12 +80,12 @@ func run(opts *cli.Options, processStart time.Time) int {
 	return code
 }
 
-func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time) (int, syscall.Signal) {
+func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time) (code int, sig syscall.Signal, quiet bool) {
 	mainLog := lg.Thread("main")
-	fail := func(f *failure) (int, syscall.Signal) {
+	fail := func(f *failure) (int, syscall.Signal, bool) {
 		mainLog.Errorf("%s", f.msg)
 		fmt.Fprintf(os.Stderr, "Error: %s\n", f.debug)
-		return f.code, 0
+		return f.code, 0, false
 	}
 
 	lc := logger.Config{Module: nilIfEmpty(opts.Module)}
@@ -229,7 +233,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	select {
 	case e := <-ctrl.Exited():
 		if e.Code == vmm.ExitOK {
-			return cli.ExitOK, 0
+			return cli.ExitOK, 0, false
 		}
 		what := "MicroVM stopped with an error: GenericError"
 		debug := "RunWithApi(MicroVMStoppedWithError(GenericError))"
@@ -238,7 +242,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		}
 		return fail(&failure{msg: prefix + what, debug: debug, code: e.Code})
 	case s := <-signals.fatal:
-		return s.code, s.sig
+		return s.code, s.sig, s.sig == 0
 	case err := <-serveDone:
 		msg := "API server failed: " + err.Error()
 		return fail(&failure{msg: prefix + msg, debug: debugPrefix + "(" + rustDebug(msg) + ")", code: cli.ExitGenericError})

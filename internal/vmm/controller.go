@@ -100,6 +100,7 @@ type Controller struct {
 	lastErr  *TimedError
 	ended    *Ended
 	stopTick chan struct{}
+	closing  bool // Shutdown has begun; the machine's end is expected
 
 	exitOnce sync.Once
 	exit     chan Exit
@@ -544,7 +545,7 @@ func (c *Controller) watch(m hypervisor.Machine) {
 	st := m.Exit()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.machine != m || c.ended != nil {
+	if c.machine != m || c.ended != nil || c.closing {
 		return
 	}
 	code, reason := ExitOK, st.Reason.String()
@@ -714,6 +715,7 @@ func (c *Controller) updatePmem(u vmconfig.PmemDeviceUpdateConfig) error {
 func (c *Controller) Shutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closing = true
 	if c.stopTick != nil {
 		close(c.stopTick)
 		c.stopTick = nil
