@@ -177,7 +177,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	})
 	defer func() {
 		ctrl.Shutdown()
-		if err := m.Flush(); err != nil {
+		if err := ctrl.FlushMetrics(); err != nil {
 			mainLog.Errorf("Failed to write metrics: %s", err)
 		}
 	}()

@@ -310,7 +310,7 @@ func (c *Controller) runtime(ctx context.Context, a Action) (any, error) {
 		}
 		return nil, mmdsError(s.Patch(a.Value))
 	case FlushMetrics:
-		if err := c.cfg.Metrics.Flush(); err != nil {
+		if err := c.flushMetrics(false); err != nil {
 			return nil, wrap("Internal VMM error", wrap("Metrics error", err))
 		}
 		return nil, nil
@@ -511,13 +511,30 @@ func (c *Controller) start(ctx context.Context) error {
 	for _, n := range spec.Nets {
 		c.cfg.Metrics.Net(n.ID)
 	}
-	if err := c.cfg.Metrics.Flush(); err != nil {
+	if err := c.flushMetrics(false); err != nil {
 		c.log.Errorf("Failed to write metrics: %s", err)
 	}
 	c.stopTick = make(chan struct{})
 	go c.tickMetrics(c.stopTick)
 	go c.watch(m)
 	return nil
+}
+
+// flushMetrics writes a metrics line, first folding in the log lines the
+// logger could not write (logger.missed_log_count).
+func (c *Controller) flushMetrics(periodic bool) error {
+	c.cfg.Metrics.Logger.MissedLogCount.Add(c.cfg.Logger.MissedCount())
+	if periodic {
+		return c.cfg.Metrics.FlushPeriodic()
+	}
+	return c.cfg.Metrics.Flush()
+}
+
+// FlushMetrics writes a metrics line now (at exit).
+func (c *Controller) FlushMetrics() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushMetrics(false)
 }
 
 // tickMetrics flushes metrics periodically; like Firecracker's timer it
@@ -532,7 +549,7 @@ func (c *Controller) tickMetrics(stop <-chan struct{}) {
 		case <-t.C:
 			c.mu.Lock()
 			if c.state == Running {
-				c.cfg.Metrics.FlushPeriodic()
+				c.flushMetrics(true)
 			}
 			c.mu.Unlock()
 		}
