@@ -198,18 +198,29 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	}
 	p.add("-machine", machine)
 	p.add("-accel", string(in.Accel))
-	if in.Accel == accelTCG {
-		p.add("-cpu", "max")
-	} else {
-		p.add("-cpu", "host")
-	}
 	threads := 1
 	if spec.SMT && spec.VCPUs > 1 {
 		threads = 2
 	}
+	switch {
+	case in.Accel != accelTCG:
+		p.add("-cpu", "host")
+	case threads > 1:
+		// TCG cannot emulate AMD's topology extensions, so an AMD-flavoured
+		// "max" CPU shows its threads as cores; with Intel's vendor string
+		// the guest reads the thread count from leaf 0xB, as on Firecracker
+		// on Intel hosts. Only for SMT: the AMD flavour is what lets a guest
+		// use the emulated SVM (nested KVM).
+		p.add("-cpu", "max,vendor=GenuineIntel")
+	default:
+		p.add("-cpu", "max")
+	}
 	p.add("-smp", fmt.Sprintf("cpus=%d,sockets=1,cores=%d,threads=%d", spec.VCPUs, int(spec.VCPUs)/threads, threads))
 	p.add("-m", strconv.FormatUint(spec.MemMiB, 10)+"M")
 
+	// Modern (version 2) virtio-mmio, as Firecracker's: QEMU's transport
+	// defaults to the legacy layout, without VIRTIO_F_VERSION_1.
+	p.add("-global", "virtio-mmio.force-legacy=false")
 	// Started paused: Machine.Start is the first "cont".
 	p.add("-S")
 	// A guest reset ends QEMU's run as a shutdown; a guest power-off only
@@ -262,6 +273,8 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 			"deflate-on-oom":      b.DeflateOnOOM,
 			"free-page-reporting": b.FreePageReporting,
 			"page-poison":         false,
+			"indirect_desc":       false,
+			"event_idx":           false,
 		}); err != nil {
 			return nil, err
 		}
@@ -298,6 +311,7 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 			// The guest sees what Firecracker offers: one queue, no
 			// discard or write-zeroes, no writeback toggle in config space.
 			"num-queues": 1, "discard": false, "write-zeroes": false, "config-wce": false,
+			"indirect_desc": false,
 			// I/O errors go to the guest, as in Firecracker; QEMU's default
 			// would pause the VM on ENOSPC.
 			"werror": "report", "rerror": "report",
@@ -331,6 +345,7 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 			"ctrl_vq": false, "ctrl_rx": false, "ctrl_vlan": false, "ctrl_rx_extra": false,
 			"ctrl_mac_addr": false, "ctrl_guest_offloads": false, "guest_announce": false,
 			"mq": false, "status": false, "gso": false, "guest_ecn": false, "host_ecn": false,
+			"indirect_desc": false,
 		}
 		if n.MTU != 0 {
 			dev["host_mtu"] = n.MTU
@@ -352,6 +367,8 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 		}
 		if err := p.addJSON("-device", map[string]any{
 			"driver": "virtio-rng-device", "id": "rng-dev", "bus": bus, "rng": "rng",
+			// Firecracker's entropy device offers VERSION_1 alone.
+			"indirect_desc": false, "event_idx": false,
 		}); err != nil {
 			return nil, err
 		}

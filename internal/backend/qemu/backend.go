@@ -29,6 +29,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -273,22 +274,33 @@ func checkHost(ctx context.Context, bin string, spec *hypervisor.Spec) error {
 
 var ioURing sync.Map // binary path → error (nil: works)
 
-// probeIOURing asks QEMU to open /dev/null with aio=io_uring. QEMU refuses
-// if it was built without liburing or the kernel refuses io_uring.
+// probeIOURing asks QEMU to open an empty file with aio=io_uring. QEMU
+// refuses if it was built without liburing or the kernel refuses io_uring.
 func probeIOURing(ctx context.Context, bin string) error {
 	if v, ok := ioURing.Load(bin); ok {
 		err, _ := v.(error)
 		return err
 	}
+	f, err := os.CreateTemp("", "ember-io-uring-probe-")
+	if err != nil {
+		return fmt.Errorf("probing io_uring: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	node, err := json.Marshal(map[string]any{
+		"driver": "file", "node-name": "probe", "filename": f.Name(), "aio": "io_uring", "read-only": true,
+	})
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-machine", "none", "-nodefaults", "-no-user-config", "-display", "none",
-		"-blockdev", `{"driver":"file","node-name":"probe","filename":"/dev/null","aio":"io_uring","read-only":true}`,
-		"-qmp", "stdio")
+		"-blockdev", string(node), "-qmp", "stdio")
 	cmd.Stdin = strings.NewReader(`{"execute":"qmp_capabilities"}` + "\n" + `{"execute":"quit"}` + "\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	if ctx.Err() != nil {
 		return fmt.Errorf("probing io_uring: %w", ctx.Err()) // not cached
 	}

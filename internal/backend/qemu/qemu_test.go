@@ -78,14 +78,21 @@ func (c *console) String() string {
 	return c.buf.String()
 }
 
-// waitFor waits until the output matches re and returns the first match's
-// submatches.
+// lines returns the output up to its last complete line, so a match never
+// sees a line the guest is still writing ("mem 2237" of "mem 223768").
+func (c *console) lines() string {
+	s := c.String()
+	return s[:strings.LastIndexByte(s, '\n')+1]
+}
+
+// waitFor waits until the complete lines of the output match re and
+// returns the first match's submatches.
 func (c *console) waitFor(t *testing.T, re string, timeout time.Duration) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.After(timeout)
 	for {
-		if m := rx.FindStringSubmatch(c.String()); m != nil {
+		if m := rx.FindStringSubmatch(c.lines()); m != nil {
 			return m
 		}
 		select {
@@ -112,26 +119,32 @@ func script(sh string) string {
 type vm struct {
 	hypervisor.Machine
 	con *console
-	log *bytes.Buffer
+	log *logBuffer
 }
 
 // testLog returns a logger at Debug writing into a buffer the test can read.
-func testLog() (logger.Log, *bytes.Buffer) {
-	var b bytes.Buffer
-	l := logger.New("qemu-test", &lockedWriter{w: &b})
+func testLog() (logger.Log, *logBuffer) {
+	b := &logBuffer{}
+	l := logger.New("qemu-test", b)
 	l.SetLevel(logger.Debug)
-	return l.Thread("main"), &b
+	return l.Thread("main"), b
 }
 
-type lockedWriter struct {
+type logBuffer struct {
 	mu sync.Mutex
-	w  *bytes.Buffer
+	b  bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // baseSpec is a 1-vCPU, 128 MiB guest from the initramfs.
@@ -286,13 +299,14 @@ func TestDriveOrder(t *testing.T) {
 	s := baseSpec(t, "root=/dev/vda rw", script(`
 for d in vda vdb; do
   echo "EMBER-GUEST: disk $d $(cat /sys/block/$d/size) $(cat /sys/block/$d/queue/write_cache | tr ' ' _) $(cat /sys/block/$d/serial)"
+  echo "EMBER-GUEST: features $d $(cat /sys/block/$d/device/features)"
 done
 echo "EMBER-GUEST: rootdev $(awk '$2 == "/" { print $1 }' /proc/mounts | tail -n 1)"
 `), "ember.end=reboot")
 	// The data drive sorts first by id: only the attach order may decide.
 	s.Drives = []hypervisor.Drive{
 		{ID: "zz_root", PathOnHost: root, Root: true, Cache: hypervisor.CacheWriteback},
-		{ID: "aa_data", PathOnHost: data, Cache: hypervisor.CacheUnsafe},
+		{ID: "aa_data", PathOnHost: data, Cache: hypervisor.CacheUnsafe, IOEngine: hypervisor.IOAsync},
 	}
 	v := create(t, s)
 	v.con.waitFor(t, "EMBER-GUEST: sh 1 exit 0", bootTimeout)
@@ -312,6 +326,13 @@ echo "EMBER-GUEST: rootdev $(awk '$2 == "/" { print $1 }' /proc/mounts | tail -n
 	if !regexp.MustCompile(`EMBER-GUEST: rootdev (/dev/root|/dev/vda)`).MatchString(out) {
 		t.Errorf("root is not vda:\n%s", v.con.tail())
 	}
+	// The features Firecracker negotiates must match; QEMU's extra
+	// informational ones (SEG_MAX 2, GEOMETRY 4, BLK_SIZE 6, TOPOLOGY 10)
+	// cannot be turned off and are ignored.
+	checkFeatures(t, "vda", v.con.waitFor(t, `features vda ([01]{64})`, time.Second)[1],
+		[]int{9, 29, 32}, []int{2, 4, 6, 10})
+	checkFeatures(t, "vdb", v.con.waitFor(t, `features vdb ([01]{64})`, time.Second)[1],
+		[]int{29, 32}, []int{2, 4, 6, 10})
 	v.waitExit(t, bootTimeout)
 }
 
@@ -328,9 +349,9 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("second Pause: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond) // output already in flight
-	paused := lastTick(v.con.String())
+	paused := lastTick(v.con.lines())
 	time.Sleep(1500 * time.Millisecond)
-	if got := lastTick(v.con.String()); got != paused {
+	if got := lastTick(v.con.lines()); got != paused {
 		t.Fatalf("ticks went on while paused: %d → %d", paused, got)
 	}
 	if err := v.Resume(ctx); err != nil {
@@ -340,6 +361,29 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("second Resume: %v", err)
 	}
 	v.con.waitFor(t, fmt.Sprintf(`EMBER-GUEST: tick %d\b`, paused+3), 20*time.Second)
+}
+
+// checkFeatures compares a virtio device's negotiated feature bits (sysfs
+// "features": bit 0 first) with the set Firecracker negotiates, ignoring
+// the bits in ignore.
+func checkFeatures(t *testing.T, dev, bits string, want, ignore []int) {
+	t.Helper()
+	wantSet := map[int]bool{}
+	for _, b := range want {
+		wantSet[b] = true
+	}
+	skip := map[int]bool{}
+	for _, b := range ignore {
+		skip[b] = true
+	}
+	for i, c := range bits {
+		if skip[i] {
+			continue
+		}
+		if got := c == '1'; got != wantSet[i] {
+			t.Errorf("%s: feature bit %d is %v, Firecracker's is %v (features %s)", dev, i, got, wantSet[i], bits)
+		}
+	}
 }
 
 func lastTick(s string) int {
@@ -533,7 +577,8 @@ func TestNetwork(t *testing.T) {
 	ip("-n", ns, "addr", "add", "172.16.0.1/24", "dev", "tap0")
 	ip("-n", ns, "link", "set", "tap0", "up")
 
-	s := baseSpec(t, "ember.net=172.16.0.2/24", "ember.ping=172.16.0.1", "ember.end=reboot")
+	s := baseSpec(t, "ember.net=172.16.0.2/24", "ember.ping=172.16.0.1", "ember.end=reboot",
+		script(`echo "EMBER-GUEST: eth0 $(cat /sys/class/net/eth0/mtu) $(cat /sys/class/net/eth0/address) $(cat /sys/class/net/eth0/device/features)"`))
 	s.Nets = []hypervisor.Net{{ID: "eth0", TapName: "tap0", Tap: f, GuestMAC: "06:00:ac:10:00:02", MTU: 1400}}
 	s.Drives = nil
 	v := create(t, s)
@@ -541,6 +586,13 @@ func TestNetwork(t *testing.T) {
 	if got[1] != "ok" {
 		t.Fatalf("the guest could not ping the host through the tap:\n%s", v.con.tail())
 	}
+	eth := v.con.waitFor(t, `EMBER-GUEST: eth0 (\d+) (\S+) ([01]{64})`, bootTimeout)
+	if eth[1] != "1400" || eth[2] != "06:00:ac:10:00:02" {
+		t.Errorf("guest eth0 has MTU %s and MAC %s", eth[1], eth[2])
+	}
+	// CSUM, GUEST_CSUM, MTU, MAC, GUEST_TSO4/6, GUEST_UFO, HOST_TSO4/6,
+	// HOST_UFO, MRG_RXBUF, EVENT_IDX, VERSION_1: Firecracker's set.
+	checkFeatures(t, "eth0", eth[3], []int{0, 1, 3, 5, 7, 8, 10, 11, 12, 14, 15, 29, 32}, nil)
 	out, err := exec.Command("ip", "-n", ns, "neigh", "show", "dev", "tap0").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "06:00:ac:10:00:02") {
 		t.Errorf("the host did not see the guest's MAC: %v: %s", err, out)
@@ -589,7 +641,7 @@ func TestBalloon(t *testing.T) {
 	v := create(t, s)
 	// Anchored: the guest's background report may interleave with other
 	// output, and only whole lines count.
-	const memLine = `(?m)^EMBER-GUEST: mem (\d+) (\d+)\r?$`
+	const memLine = `(?m)^EMBER-GUEST: mem (\d+) (\d+)\r?\n`
 	first := v.con.waitFor(t, memLine, bootTimeout)
 	total0, _ := strconv.Atoi(first[1])
 	free0, _ := strconv.Atoi(first[2])
@@ -602,7 +654,7 @@ func TestBalloon(t *testing.T) {
 	// MemTotal; free memory drops by the same amount either way.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		m := regexp.MustCompile(memLine).FindAllStringSubmatch(v.con.String(), -1)
+		m := regexp.MustCompile(memLine).FindAllStringSubmatch(v.con.lines(), -1)
 		total, _ := strconv.Atoi(m[len(m)-1][1])
 		free, _ := strconv.Atoi(m[len(m)-1][2])
 		if total0-total >= 95*1024 && free0-free >= 90*1024 {
@@ -867,4 +919,118 @@ func TestTCGBootReliability(t *testing.T) {
 	}
 	t.Logf("%d boots in %v: mean %v to EMBER-GUEST: init, worst %v", n, time.Since(start).Round(time.Second),
 		(sum / time.Duration(len(times))).Round(time.Millisecond), worst.Round(time.Millisecond))
+}
+
+// TestConsoleInput types into the guest's serial console.
+func TestConsoleInput(t *testing.T) {
+	t.Parallel()
+	requireQEMU(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	con := newConsole()
+	log, _ := testLog()
+	m, err := (&Backend{}).Create(ctxT(t), baseSpec(t, "ember.end=shell"), hypervisor.Env{Log: log, Console: con, ConsoleIn: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	v := &vm{Machine: m, con: con}
+	v.con.waitFor(t, "EMBER-GUEST: shell", bootTimeout)
+	time.Sleep(500 * time.Millisecond) // let the shell reach its prompt
+	if _, err := w.Write([]byte("echo typed-$((6*7))\n")); err != nil {
+		t.Fatal(err)
+	}
+	v.con.waitFor(t, "typed-42", 20*time.Second)
+}
+
+// TestMachineShape checks what the guest sees of vCPUs (SMT), memory
+// backing (transparent huge pages), the entropy device and the balloon.
+func TestMachineShape(t *testing.T) {
+	t.Parallel()
+	s := baseSpec(t, script(`
+echo "EMBER-GUEST: cpus $(nproc) siblings $(cat /sys/devices/system/cpu/cpu0/topology/thread_siblings_list)"
+echo "EMBER-GUEST: rng $(cat /sys/class/misc/hw_random/rng_current) $(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+for d in /sys/bus/virtio/devices/*; do echo "EMBER-GUEST: virtio $(cat $d/device) $(cat $d/features)"; done
+`), "ember.end=wait")
+	s.VCPUs, s.SMT, s.MemMiB = 2, true, 256
+	s.HugePages = hypervisor.HugePagesTransparent
+	s.Entropy = &hypervisor.Entropy{}
+	s.Balloon = &hypervisor.Balloon{DeflateOnOOM: true}
+	v := create(t, s)
+	v.con.waitFor(t, "EMBER-GUEST: sh 1 exit 0", 2*bootTimeout)
+	if m := v.con.waitFor(t, `EMBER-GUEST: cpus (\d+) siblings (\S+)`, time.Second); m[1] != "2" || m[2] != "0-1" {
+		t.Errorf("guest sees %s CPUs with cpu0's siblings %s, want 2 and 0-1 (SMT)", m[1], m[2])
+	}
+	if m := v.con.waitFor(t, `EMBER-GUEST: rng (\S+) ([0-9a-f]*)`, time.Second); !strings.HasPrefix(m[1], "virtio_rng") || len(m[2]) != 32 {
+		t.Errorf("entropy device: current %q, read %q", m[1], m[2])
+	}
+	// Firecracker's sets: rng VERSION_1; balloon VERSION_1, STATS_VQ (QEMU
+	// always offers it) and DEFLATE_ON_OOM.
+	checkFeatures(t, "rng", v.con.waitFor(t, `virtio 0x0004 ([01]{64})`, time.Second)[1], []int{32}, nil)
+	checkFeatures(t, "balloon", v.con.waitFor(t, `virtio 0x0005 ([01]{64})`, time.Second)[1], []int{1, 2, 32}, nil)
+	if mode := thpMode(); mode == "always" || mode == "madvise" {
+		// Guest RAM of a booted guest is backed by transparent huge pages.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", v.pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`AnonHugePages:\s+(\d+) kB`).FindStringSubmatch(string(b))
+		if m == nil || m[1] == "0" {
+			t.Errorf("no transparent huge pages in QEMU's memory:\n%s", b)
+		}
+	} else {
+		t.Logf("host THP mode %q: not checking QEMU's huge pages", mode)
+	}
+}
+
+// TestHugePages2M boots on 2 MiB huge pages if the host has enough free;
+// otherwise it checks that Create says so clearly.
+func TestHugePages2M(t *testing.T) {
+	t.Parallel()
+	requireQEMU(t)
+	s := baseSpec(t, "ember.end=reboot")
+	s.HugePages = hypervisor.HugePages2M
+	free, err := hugePagesFree()
+	if err != nil || free < s.MemMiB/2 {
+		log, _ := testLog()
+		_, err := (&Backend{}).Create(ctxT(t), s, hypervisor.Env{Log: log})
+		if err == nil || !strings.Contains(err.Error(), "huge_pages 2M") {
+			t.Fatalf("Create on a host without free huge pages: %v", err)
+		}
+		t.Logf("host has %d free 2 MiB pages; Create refused as it should: %v", free, err)
+		return
+	}
+	v := create(t, s)
+	v.con.waitFor(t, "EMBER-GUEST: init", bootTimeout)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", v.pid()))
+	if err == nil && !regexp.MustCompile(`(Shared|Private)_Hugetlb:\s+[1-9]`).Match(b) {
+		t.Errorf("guest RAM is not on huge pages:\n%s", b)
+	}
+	v.waitExit(t, bootTimeout)
+}
+
+// TestAsyncWithoutIOURing: a QEMU that cannot use io_uring gets a clear
+// error for io_engine Async (a stand-in binary fails the probe as a QEMU
+// built without liburing does).
+func TestAsyncWithoutIOURing(t *testing.T) {
+	fake := filepath.Join(t.TempDir(), "qemu-no-uring")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"qemu-system-x86_64: -blockdev {...}: Parameter 'aio' does not accept value 'io_uring'\" >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := minimalSpec()
+	s.Drives = []hypervisor.Drive{{ID: "rootfs", PathOnHost: fake, Root: true, IOEngine: hypervisor.IOAsync}}
+	_, err := (&Backend{}).Create(ctxT(t), s, hypervisor.Env{Options: map[string]string{OptionBinary: fake}})
+	if err == nil || !strings.Contains(err.Error(), "io_engine Async needs io_uring") || !strings.Contains(err.Error(), "does not accept value 'io_uring'") {
+		t.Fatalf("err = %v", err)
+	}
+	// The answer is cached per binary.
+	if err2 := probeIOURing(ctxT(t), fake); err2 == nil {
+		t.Error("cached probe lost the failure")
+	}
 }
