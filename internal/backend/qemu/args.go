@@ -245,7 +245,7 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	}
 	cmdline := spec.Boot.Cmdline
 	if in.TSCkHz != 0 {
-		cmdline = withKernelArg(cmdline, "tsc_early_khz="+strconv.FormatUint(in.TSCkHz, 10))
+		cmdline = withKernelArg(cmdline, tscArg(in.TSCkHz))
 	}
 	p.add("-append", cmdline)
 
@@ -417,6 +417,9 @@ func quoteArgs(argv []string) string {
 	}
 	return b.String()
 }
+
+// tscArg is the kernel parameter that gives the guest its TSC rate.
+func tscArg(kHz uint64) string { return "tsc_early_khz=" + strconv.FormatUint(kHz, 10) }
 
 func onOff(b bool) string {
 	if b {

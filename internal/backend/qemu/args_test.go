@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
+	"github.com/ember-vmm/ember/internal/logger"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -423,5 +424,26 @@ func TestRegistered(t *testing.T) {
 	}
 	if !c.Balloon || !c.SendCtrlAltDel || !c.DrivePathUpdate || !c.Entropy {
 		t.Errorf("hides what it does: %+v", c)
+	}
+}
+
+func TestStderrLog(t *testing.T) {
+	var out strings.Builder
+	lg := logger.New("t", &out)
+	s := &stderrLog{log: lg.Thread("main")}
+	s.Write([]byte("qemu: first line\nsecond "))
+	s.Write([]byte("half\n\n"))
+	s.Write([]byte(strings.Repeat("x", 2*stderrTail)))
+	got := out.String()
+	for _, want := range []string{"] qemu: qemu: first line\n", "] qemu: second half\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 3 {
+		t.Errorf("%d log lines, want 3 (two lines and one cut endless line):\n%s", n, got)
+	}
+	if tail := s.tail(); len(tail) != stderrTail || !strings.HasSuffix(tail, "xxx") {
+		t.Errorf("tail is %d bytes", len(tail))
 	}
 }

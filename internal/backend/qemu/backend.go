@@ -1,28 +1,3 @@
-// Package qemu is ember's QEMU backend: one qemu-system-x86_64 process per
-// VM, machine type microvm with ACPI, driven over QMP.
-//
-// The accelerator is KVM when /dev/kvm opens and the CPU shows hardware
-// virtualization (vmx or svm), Hypervisor.framework on Intel Macs, and TCG
-// otherwise; the choice and its reason are logged in one line. Under TCG
-// ember adds tsc_early_khz=<host TSC kHz> to the guest kernel's command line
-// (before any " -- "): an emulated guest calibrating its TSC against the PIT
-// on a busy host can fail and hang before "Calibrating delay loop", and a
-// known TSC rate skips that calibration. The addition is logged.
-//
-// QEMU receives everything through descriptors ember opened or JSON option
-// values: the QMP monitor and the serial console are socket pairs, the
-// kernel and initrd are passed open (/dev/fd/N), taps are passed open, and
-// drive paths, MACs and serials travel inside JSON (-blockdev, -device,
-// -netdev, -object), so no user-supplied string is ever parsed as a QEMU
-// option.
-//
-// Invariants: QEMU starts paused and runs only after Machine.Start; a
-// Machine owns its QEMU process, which is killed and reaped by Close and
-// also dies with ember (PR_SET_PDEATHSIG from a thread that never exits);
-// the guest console never blocks QEMU, since ember always drains it.
-//
-// Options (hypervisor.Env.Options): "qemu-binary" names the QEMU binary
-// (default qemu-system-x86_64 on PATH); "qemu-accel" forces kvm, hvf or tcg.
 package qemu
 
 import (
@@ -199,9 +174,6 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	}
 
 	log := env.Log
-	if in.TSCkHz != 0 && !strings.Contains(spec.Boot.Cmdline, "tsc_early_khz=") {
-		log.Infof("TCG: added tsc_early_khz=%d to the guest kernel command line, so an emulated guest does not hang calibrating its TSC", in.TSCkHz)
-	}
 	log.Debugf("qemu command: %s", quoteArgs(append([]string{bin}, p.args...)))
 
 	m := newMachine(spec, env, p)
@@ -226,8 +198,13 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	opened = nil
 
 	if err := m.connect(ctx, qmpOurs, conOurs); err != nil {
+		if ctx.Err() != nil {
+			m.Close()
+			return nil, fmt.Errorf("starting QEMU: %w", ctx.Err())
+		}
+		err = m.startError(err, p.fdPaths) // QEMU's own words, before Close kills it
 		m.Close()
-		return nil, m.startError(err, p.fdPaths)
+		return nil, err
 	}
 	v := m.qmp.Greeting().Version
 	slow := ""
@@ -235,6 +212,11 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		slow = "; the guest is emulated and slow"
 	}
 	log.Infof("QEMU %d.%d.%d at %s, accelerator %s (%s)%s", v.Major, v.Minor, v.Micro, bin, acc, reason, slow)
+	if in.TSCkHz != 0 {
+		if arg := tscArg(in.TSCkHz); withKernelArg(spec.Boot.Cmdline, arg) != spec.Boot.Cmdline {
+			log.Infof("TCG: added %s to the guest kernel command line, so the emulated guest does not hang calibrating its TSC", arg)
+		}
+	}
 	if err := m.configure(ctx); err != nil {
 		m.Close()
 		return nil, err

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -587,7 +588,7 @@ func (s *stderrLog) Write(b []byte) (int, error) {
 	}
 	s.part = append(s.part, b...)
 	for {
-		i := strings.IndexByte(string(s.part), '\n')
+		i := bytes.IndexByte(s.part, '\n')
 		if i < 0 {
 			break
 		}

@@ -516,6 +516,23 @@ func TestStartFailure(t *testing.T) {
 	}
 }
 
+// TestCreateCancelled: a cancelled Create fails with the context error.
+func TestCreateCancelled(t *testing.T) {
+	t.Parallel()
+	requireQEMU(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	log, _ := testLog()
+	m, err := (&Backend{}).Create(ctx, baseSpec(t), hypervisor.Env{Log: log})
+	if err == nil {
+		m.Close()
+		t.Fatal("Create with a cancelled context succeeded")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+}
+
 // TestHostileDrivePath: a path full of QEMU option syntax reaches QEMU as
 // exactly that path and opens that file.
 func TestHostileDrivePath(t *testing.T) {
