@@ -27,6 +27,7 @@ import (
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/metrics"
 	"github.com/ember-vmm/ember/internal/microhttp"
+	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/syserr"
 	"github.com/ember-vmm/ember/internal/tap"
 	"github.com/ember-vmm/ember/internal/vmconfig"
@@ -102,7 +103,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	}
 	if err := lg.Update(lc); err != nil {
 		msg := "Failed to open target file: " + syserr.Display(err)
-		return fail(&failure{msg: "Could not initialize logger: " + msg, debug: "LoggerInitialization(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+		return fail(&failure{msg: "Could not initialize logger: " + msg, debug: "LoggerInitialization(LoggerUpdateError(" + syserr.Debug(err) + "))", code: cli.ExitGenericError})
 	}
 	mainLog.Infof("Running Firecracker v%s", cli.FirecrackerVersion)
 
@@ -117,7 +118,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		}
 		if err != nil {
 			msg := "Cannot initialize the metrics system due to bad user input: " + syserr.Display(err)
-			return fail(&failure{msg: "Could not initialize metrics: " + msg, debug: "MetricsInitialization(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+			return fail(&failure{msg: "Could not initialize metrics: " + msg, debug: "MetricsInitialization(InitializationFailure(" + rustDebug(syserr.Display(err)) + "))", code: cli.ExitGenericError})
 		}
 	}
 	if opts.Given("seccomp-filter") {
@@ -192,7 +193,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 				return fail(&failure{msg: prefix + msg, debug: "RunWithApi(FailedToBindSocket(" + rustDebug(opts.APISock) + "))", code: cli.ExitGenericError})
 			}
 			msg := "Failed to bind and run the HTTP server: IO error: " + syserr.Display(err)
-			return fail(&failure{msg: prefix + msg, debug: "RunWithApi(FailedToBindAndRunHttpServer(IOError(" + rustDebug(syserr.Display(err)) + ")))", code: cli.ExitGenericError})
+			return fail(&failure{msg: prefix + msg, debug: "RunWithApi(FailedToBindAndRunHttpServer(IOError(" + syserr.Debug(err) + ")))", code: cli.ExitGenericError})
 		}
 		mainLog.Infof("Listening on API socket (%s).", rustDebug(opts.APISock))
 		maxPayload := int64(opts.HTTPAPIMaxPayloadSize)
@@ -205,7 +206,15 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		go func() { serveDone <- server.Serve(context.Background(), h) }()
 		apiLog.Infof("API server started.")
 		reportStartup(m, opts)
-		defer server.Close()
+		defer func() {
+			// Close, then wait for the loop to push out answers already
+			// queued (a fatal request's 400 goes out before the exit).
+			server.Close()
+			select {
+			case <-serveDone:
+			case <-time.After(2 * time.Second):
+			}
+		}()
 	}
 
 	if metadataJSON != nil && configJSON == nil {
@@ -234,6 +243,9 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	case e := <-ctrl.Exited():
 		if e.Code == vmm.ExitOK {
 			return cli.ExitOK, 0, false
+		}
+		if e.Message != "" {
+			return fail(&failure{msg: prefix + e.Message, debug: debugPrefix + "(" + e.Debug + ")", code: e.Code})
 		}
 		what := "MicroVM stopped with an error: GenericError"
 		debug := "RunWithApi(MicroVMStoppedWithError(GenericError))"
@@ -310,7 +322,7 @@ func nilIfEmpty(s string) *string {
 	return &s
 }
 
-func rustDebug(s string) string { return strconv.Quote(s) }
+func rustDebug(s string) string { return strictjson.RustDebugString(s) }
 
 // accelOption maps --accel to the qemu backend's option ("" lets it choose).
 func accelOption(a string) string {

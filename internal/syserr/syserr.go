@@ -59,3 +59,97 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
+
+// Debug returns err as Rust's io::Error Debug form prints it, for the
+// "Error: ..." line Firecracker writes on stderr:
+// `Os { code: 2, kind: NotFound, message: "No such file or directory" }`.
+// An error without an errno prints as a quoted custom error.
+func Debug(err error) string {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return `Custom { kind: Other, error: "` + err.Error() + `" }`
+	}
+	return "Os { code: " + itoa(int(errno)) + ", kind: " + Kind(errno) + `, message: "` + Strerror(errno) + `" }`
+}
+
+// Kind returns the name of Rust's io::ErrorKind for an errno, as Rust's
+// standard library maps them on Linux.
+func Kind(e syscall.Errno) string {
+	switch e {
+	case syscall.E2BIG:
+		return "ArgumentListTooLong"
+	case syscall.EADDRINUSE:
+		return "AddrInUse"
+	case syscall.EADDRNOTAVAIL:
+		return "AddrNotAvailable"
+	case syscall.EBUSY:
+		return "ResourceBusy"
+	case syscall.ECONNABORTED:
+		return "ConnectionAborted"
+	case syscall.ECONNREFUSED:
+		return "ConnectionRefused"
+	case syscall.ECONNRESET:
+		return "ConnectionReset"
+	case syscall.EDEADLK:
+		return "Deadlock"
+	case syscall.EDQUOT:
+		return "QuotaExceeded"
+	case syscall.EEXIST:
+		return "AlreadyExists"
+	case syscall.EFBIG:
+		return "FileTooLarge"
+	case syscall.EHOSTUNREACH:
+		return "HostUnreachable"
+	case syscall.EINTR:
+		return "Interrupted"
+	case syscall.EINVAL:
+		return "InvalidInput"
+	case syscall.EISDIR:
+		return "IsADirectory"
+	case syscall.ELOOP:
+		return "FilesystemLoop"
+	case syscall.ENOENT:
+		return "NotFound"
+	case syscall.ENOMEM:
+		return "OutOfMemory"
+	case syscall.ENOSPC:
+		return "StorageFull"
+	case syscall.ENOSYS:
+		return "Unsupported"
+	case syscall.EMLINK:
+		return "TooManyLinks"
+	case syscall.ENAMETOOLONG:
+		return "InvalidFilename"
+	case syscall.ENETDOWN:
+		return "NetworkDown"
+	case syscall.ENETUNREACH:
+		return "NetworkUnreachable"
+	case syscall.ENOTCONN:
+		return "NotConnected"
+	case syscall.ENOTDIR:
+		return "NotADirectory"
+	case syscall.ENOTEMPTY:
+		return "DirectoryNotEmpty"
+	case syscall.EPIPE:
+		return "BrokenPipe"
+	case syscall.EROFS:
+		return "ReadOnlyFilesystem"
+	case syscall.ESPIPE:
+		return "NotSeekable"
+	case syscall.ESTALE:
+		return "StaleNetworkFileHandle"
+	case syscall.ETIMEDOUT:
+		return "TimedOut"
+	case syscall.ETXTBSY:
+		return "ExecutableFileBusy"
+	case syscall.EXDEV:
+		return "CrossesDevices"
+	case syscall.EINPROGRESS:
+		return "InProgress"
+	case syscall.EACCES, syscall.EPERM:
+		return "PermissionDenied"
+	case syscall.EAGAIN:
+		return "WouldBlock"
+	}
+	return "Uncategorized"
+}

@@ -30,3 +30,21 @@ func TestDisplay(t *testing.T) {
 		})
 	}
 }
+
+func TestDebug(t *testing.T) {
+	_, openErr := os.Open("/nonexistent/ember-syserr-test")
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{openErr, `Os { code: 2, kind: NotFound, message: "No such file or directory" }`},
+		{syscall.EACCES, `Os { code: 13, kind: PermissionDenied, message: "Permission denied" }`},
+		{syscall.EADDRINUSE, `Os { code: 98, kind: AddrInUse, message: "Address in use" }`},
+		{syscall.Errno(41), `Os { code: 41, kind: Uncategorized, message: "No error information" }`},
+	}
+	for _, tt := range tests {
+		if got := Debug(tt.err); got != tt.want {
+			t.Errorf("Debug(%v) = %s, want %s", tt.err, got, tt.want)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
+	"github.com/ember-vmm/ember/internal/kernelimage"
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/metrics"
 	"github.com/ember-vmm/ember/internal/syserr"
@@ -57,6 +58,10 @@ func (s State) String() string {
 type Exit struct {
 	Code   int
 	Reason string
+	// Message and Debug, when set, are a fatal API error's log text and
+	// Rust Debug form ("Failed to build MicroVM: Loading snapshot failed..",
+	// "BuildMicroVmError(Restore)"), for the process's last lines.
+	Message, Debug string
 }
 
 // The process exit codes the controller asks for (Firecracker's FcExitCode).
@@ -453,9 +458,10 @@ func (c *Controller) loadSnapshot(p vmconfig.LoadSnapshotParams) error {
 		c.log.Infof("%s", err)
 		return err
 	}
-	if !c.res.Caps.Snapshot {
-		return hypervisor.Unsupported(c.res.Backend, "snapshots")
-	}
+	// From here a failure is fatal, as in Firecracker: the answer is sent,
+	// then the process ends with code 1.
+	c.requestExit(Exit{Code: ExitGenericError, Reason: "snapshot load failed",
+		Message: "Failed to build MicroVM: Loading snapshot failed..", Debug: "BuildMicroVmError(Restore)"})
 	return hypervisor.Unsupported(c.res.Backend, "snapshots")
 }
 
@@ -464,7 +470,7 @@ func (c *Controller) createSnapshot(p vmconfig.CreateSnapshotParams) error {
 		c.log.Warnf("Virtual machine diff snapshots is in development preview.")
 	}
 	if c.state != Paused {
-		return errors.New("Cannot save microvm state: Operation not allowed: save/restore unavailable while running")
+		return errors.New("Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")
 	}
 	return hypervisor.Unsupported(c.res.Backend, "snapshots")
 }
@@ -473,6 +479,10 @@ func (c *Controller) createSnapshot(p vmconfig.CreateSnapshotParams) error {
 func (c *Controller) start(ctx context.Context) error {
 	c.log.Debugf("event_start: build microvm for boot")
 	spec, err := c.res.Spec(c.cfg.ID)
+	if err != nil {
+		return err
+	}
+	kernel, err := inspectKernel(spec.Boot.KernelPath)
 	if err != nil {
 		return err
 	}
@@ -494,6 +504,7 @@ func (c *Controller) start(ctx context.Context) error {
 		console.Close()
 		return err
 	}
+	c.log.Debugf("Kernel loaded using %s", kernel.Protocol())
 	c.log.Debugf("event_end: build microvm for boot")
 	c.log.Debugf("event_start: boot microvm")
 	if err := m.Start(ctx); err != nil {
@@ -535,6 +546,30 @@ func (c *Controller) FlushMetrics() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.flushMetrics(false)
+}
+
+// inspectKernel checks the kernel image as Firecracker's loader does, so a
+// file that is not a bootable kernel fails InstanceStart with its message
+// whatever the backend.
+func inspectKernel(path string) (*kernelimage.Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, errors.New("System configuration error: Cannot copy kernel file fd")
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, errors.New("System configuration error: Cannot copy kernel file fd")
+	}
+	info, err := kernelimage.Inspect(f, st.Size())
+	var le *kernelimage.LoaderError
+	switch {
+	case errors.As(err, &le):
+		return nil, errors.New("System configuration error: Cannot load kernel due to invalid memory configuration or invalid kernel image: " + le.Error())
+	case err != nil:
+		return nil, errors.New("System configuration error: " + err.Error())
+	}
+	return info, nil
 }
 
 // tickMetrics flushes metrics periodically; like Firecracker's timer it

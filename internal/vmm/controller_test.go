@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -95,13 +96,38 @@ func newTestController(t *testing.T, b *fakeBackend) *Controller {
 	})
 }
 
+// kernelFile writes a file with a bzImage setup header (boot protocol 2.15,
+// 64-bit entry): enough for the kernel check; the fake backend runs nothing.
 func kernelFile(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(p, []byte("not really a kernel"), 0o644); err != nil {
+	b := make([]byte, 8192)
+	b[0x1f1] = 4
+	binary.LittleEndian.PutUint32(b[0x202:], 0x53726448)
+	binary.LittleEndian.PutUint16(b[0x206:], 0x020f)
+	b[0x211] = 1
+	binary.LittleEndian.PutUint32(b[0x214:], 0x100000)
+	binary.LittleEndian.PutUint16(b[0x236:], 1)
+	p := filepath.Join(t.TempDir(), "bzImage")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestInvalidKernelFailsStart(t *testing.T) {
+	b := &fakeBackend{}
+	c := newTestController(t, b)
+	p := filepath.Join(t.TempDir(), "zeros")
+	os.WriteFile(p, make([]byte, 1<<20), 0o644)
+	do(t, c, ConfigureBootSource{Config: vmconfig.BootSourceConfig{KernelImagePath: p}})
+	_, err := do(t, c, StartMicroVM{})
+	want := "Start microvm error: System configuration error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Kernel Loader: failed to load bzImage kernel image: Kernel Loader: Invalid bzImage"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+	if len(b.specs) != 0 || c.State() != NotStarted {
+		t.Fatalf("backend reached (%d specs) or state changed (%v)", len(b.specs), c.State())
+	}
 }
 
 func do(t *testing.T, c *Controller, a Action) (any, error) {
