@@ -268,3 +268,27 @@ func Names() []string {
 	sort.Strings(names)
 	return names
 }
+
+// DeviceStatser reports cumulative device counters, which the controller
+// turns into the per-flush deltas of Firecracker's block_<id> and net_<id>
+// metrics.
+type DeviceStatser interface {
+	DeviceStats(ctx context.Context) (DeviceStats, error)
+}
+
+// DeviceStats holds cumulative counters by device id.
+type DeviceStats struct {
+	Block map[string]BlockStats
+	Net   map[string]NetStats
+}
+
+// BlockStats counts a drive's guest I/O.
+type BlockStats struct {
+	ReadBytes, WriteBytes, ReadCount, WriteCount, FlushCount uint64
+}
+
+// NetStats counts a network interface's traffic as the guest sees it: Rx is
+// what the guest received.
+type NetStats struct {
+	RxBytes, RxPackets, TxBytes, TxPackets uint64
+}

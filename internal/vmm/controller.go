@@ -106,6 +106,8 @@ type Controller struct {
 	ended    *Ended
 	stopTick chan struct{}
 	closing  bool // Shutdown has begun; the machine's end is expected
+	// lastStats are the device counters already turned into metrics.
+	lastStats hypervisor.DeviceStats
 
 	exitOnce sync.Once
 	exit     chan Exit
@@ -535,10 +537,52 @@ func (c *Controller) start(ctx context.Context) error {
 // logger could not write (logger.missed_log_count).
 func (c *Controller) flushMetrics(periodic bool) error {
 	c.cfg.Metrics.Logger.MissedLogCount.Add(c.cfg.Logger.MissedCount())
+	c.collectDeviceStats()
 	if periodic {
 		return c.cfg.Metrics.FlushPeriodic()
 	}
 	return c.cfg.Metrics.Flush()
+}
+
+// collectDeviceStats adds what the backend's devices did since the last
+// flush to the block_<id> and net_<id> metrics.
+func (c *Controller) collectDeviceStats() {
+	ds, ok := c.machine.(hypervisor.DeviceStatser)
+	if !ok || c.ended != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := ds.DeviceStats(ctx)
+	if err != nil {
+		return
+	}
+	delta := func(now, before uint64) uint64 {
+		if now < before {
+			return now // the counter restarted (a drive's file was replaced)
+		}
+		return now - before
+	}
+	for id, b := range st.Block {
+		p := c.lastStats.Block[id]
+		m := c.cfg.Metrics.Block(id)
+		m.ReadBytes.Add(delta(b.ReadBytes, p.ReadBytes))
+		m.WriteBytes.Add(delta(b.WriteBytes, p.WriteBytes))
+		m.ReadCount.Add(delta(b.ReadCount, p.ReadCount))
+		m.WriteCount.Add(delta(b.WriteCount, p.WriteCount))
+		m.FlushCount.Add(delta(b.FlushCount, p.FlushCount))
+	}
+	for id, n := range st.Net {
+		p := c.lastStats.Net[id]
+		m := c.cfg.Metrics.Net(id)
+		m.RxBytesCount.Add(delta(n.RxBytes, p.RxBytes))
+		m.RxPacketsCount.Add(delta(n.RxPackets, p.RxPackets))
+		m.RxCount.Add(delta(n.RxPackets, p.RxPackets))
+		m.TxBytesCount.Add(delta(n.TxBytes, p.TxBytes))
+		m.TxPacketsCount.Add(delta(n.TxPackets, p.TxPackets))
+		m.TxCount.Add(delta(n.TxPackets, p.TxPackets))
+	}
+	c.lastStats = st
 }
 
 // FlushMetrics writes a metrics line now (at exit).

@@ -36,6 +36,8 @@ type machine struct {
 	kernelPath, initrdPath string
 	plan                   *plan
 	balloon                *hypervisor.Balloon
+	// taps maps interface ids to tap names, for DeviceStats.
+	taps map[string]string
 
 	cmd      *exec.Cmd
 	procDone chan struct{} // closed once QEMU has been reaped
@@ -85,6 +87,10 @@ func newMachine(spec *hypervisor.Spec, env hypervisor.Env, p *plan) *machine {
 	}
 	if spec.Balloon != nil {
 		m.balloonTarget.Store(spec.Balloon.AmountMiB)
+	}
+	m.taps = map[string]string{}
+	for _, n := range spec.Nets {
+		m.taps[n.ID] = n.TapName
 	}
 	return m
 }
