@@ -347,11 +347,11 @@ func TestCmdlineConfigFileNoAPI(t *testing.T) {
 
 func TestCmdlineBootTimer(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	kernel := writeFile(t, dir, "vmlinux", []byte("k"))
+	// A real kernel: InstanceStart checks the image before the backend.
+	g := requireGuest(t)
 	e := startEmber(t, "--boot-timer")
 	c := e.client()
-	c.mustOK("PUT", "/boot-source", `{"kernel_image_path":`+serdeQuote(kernel)+`}`)
+	c.mustOK("PUT", "/boot-source", `{"kernel_image_path":`+serdeQuote(g.kernel)+`}`)
 	// The backend cannot attach the boot timer: a failed start, not fatal.
 	backendLacks("Start microvm error: ", "the boot timer device").check(t, "InstanceStart", c.action("InstanceStart"))
 	ok200(instanceInfoFresh).check(t, "GET / after the failed start", c.get("/"))
