@@ -181,6 +181,14 @@ func (c *Controller) Handle(ctx context.Context, a Action) (any, error) {
 		data any
 		err  error
 	)
+	switch a.(type) {
+	case GetInstanceInfo:
+		return c.instanceInfo(), nil
+	case GetVersion:
+		return versionBody{c.cfg.Version}, nil
+	case GetEmberState:
+		return c.emberState(), nil
+	}
 	if c.state == NotStarted {
 		data, err = c.preBoot(ctx, a)
 	} else {
@@ -190,6 +198,13 @@ func (c *Controller) Handle(ctx context.Context, a Action) (any, error) {
 		c.lastErr = &TimedError{Time: c.stamp(), Action: fmt.Sprintf("%T", a)[len("vmm."):], Message: err.Error()}
 	}
 	return data, err
+}
+
+// bootResource finishes an action that configures a boot-specific
+// resource: afterwards, even if it failed, a snapshot load is refused.
+func (c *Controller) bootResource(prefix string, err error) error {
+	c.bootPath = true
+	return wrap(prefix, err)
 }
 
 // wrap prefixes an error the way Firecracker's VmmActionError does, keeping
@@ -212,12 +227,6 @@ func (p *prefixed) Unwrap() error { return p.err }
 func (c *Controller) preBoot(ctx context.Context, a Action) (any, error) {
 	r := c.res
 	switch a := a.(type) {
-	case GetInstanceInfo:
-		return c.instanceInfo(), nil
-	case GetVersion:
-		return versionBody{c.cfg.Version}, nil
-	case GetEmberState:
-		return c.emberState(), nil
 	case GetFullConfig:
 		c.log.Warnf("If the VM was restored from snapshot, boot-source, machine-config.smt, and machine-config.cpu_template will all be empty.")
 		return r.FullConfig(), nil
@@ -232,8 +241,7 @@ func (c *Controller) preBoot(ctx context.Context, a Action) (any, error) {
 		}
 		return b, nil
 	case ConfigureBootSource:
-		c.bootPath = true
-		return nil, wrap("Boot source error", r.SetBootSource(a.Config))
+		return nil, c.bootResource("Boot source error", r.SetBootSource(a.Config))
 	case ConfigureLogger:
 		return nil, wrap("Logger error", c.configureLogger(a.Config))
 	case ConfigureMetrics:
@@ -243,36 +251,27 @@ func (c *Controller) preBoot(ctx context.Context, a Action) (any, error) {
 	case PutCPUConfig:
 		return nil, wrap("Configure CPU error", r.SetCustomCPUTemplate())
 	case UpdateMachineConfig:
-		c.bootPath = true
-		return nil, wrap("Machine config error", r.UpdateMachineConfig(&a.Update))
+		return nil, c.bootResource("Machine config error", r.UpdateMachineConfig(&a.Update))
 	case InsertDrive:
-		c.bootPath = true
-		return nil, wrap("Drive config error", r.SetDrive(a.Config))
+		return nil, c.bootResource("Drive config error", r.SetDrive(a.Config))
 	case InsertNet:
-		c.bootPath = true
-		return nil, wrap("Network config error", r.SetNet(a.Config))
+		return nil, c.bootResource("Network config error", r.SetNet(a.Config))
 	case InsertPmem:
-		c.bootPath = true
-		return nil, wrap("Pmem config error", r.SetPmem(a.Config))
+		return nil, c.bootResource("Pmem config error", r.SetPmem(a.Config))
 	case SetVsock:
-		c.bootPath = true
-		return nil, wrap("Vsock config error", r.SetVsock(a.Config))
+		return nil, c.bootResource("Vsock config error", r.SetVsock(a.Config))
 	case SetEntropy:
-		c.bootPath = true
-		return nil, wrap("Entropy config error", r.SetEntropy(a.Config))
+		return nil, c.bootResource("Entropy config error", r.SetEntropy(a.Config))
 	case SetBalloon:
-		c.bootPath = true
-		return nil, wrap("Balloon config error", r.SetBalloon(a.Config))
+		return nil, c.bootResource("Balloon config error", r.SetBalloon(a.Config))
 	case SetMemoryHotplug:
-		c.bootPath = true
-		return nil, wrap("Memory hotplug config error", r.SetMemoryHotplug(a.Config))
+		return nil, c.bootResource("Memory hotplug config error", r.SetMemoryHotplug(a.Config))
 	case PutMMDS:
 		return nil, mmdsError(r.MMDS().Put(a.Value))
 	case PatchMMDS:
 		return nil, mmdsError(r.MMDS().Patch(a.Value))
 	case SetMMDSConfig:
-		c.bootPath = true
-		return nil, wrap("MMMDS config error", r.SetMMDSConfig(a.Config, c.cfg.ID))
+		return nil, c.bootResource("MMMDS config error", r.SetMMDSConfig(a.Config, c.cfg.ID))
 	case LoadSnapshot:
 		return nil, wrap("Load snapshot error", c.loadSnapshot(a.Params))
 	case StartMicroVM:
@@ -288,12 +287,6 @@ func (c *Controller) preBoot(ctx context.Context, a Action) (any, error) {
 func (c *Controller) runtime(ctx context.Context, a Action) (any, error) {
 	r := c.res
 	switch a := a.(type) {
-	case GetInstanceInfo:
-		return c.instanceInfo(), nil
-	case GetVersion:
-		return versionBody{c.cfg.Version}, nil
-	case GetEmberState:
-		return c.emberState(), nil
 	case GetFullConfig:
 		return r.FullConfig(), nil
 	case GetMachineConfig:
