@@ -23,16 +23,40 @@ type signalWatch struct {
 	fatal chan fatalSignal
 }
 
+// fatalSignals are the signals Firecracker handles by exiting with a code
+// of its own, after setting the signal's metric.
+func fatalSignals(m *metrics.Metrics) map[syscall.Signal]struct {
+	metric *metrics.Gauge
+	code   int
+} {
+	type entry = struct {
+		metric *metrics.Gauge
+		code   int
+	}
+	return map[syscall.Signal]entry{
+		syscall.SIGBUS:  {&m.Signals.SIGBUS, cli.ExitSIGBUS},
+		syscall.SIGSEGV: {&m.Signals.SIGSEGV, cli.ExitSIGSEGV},
+		syscall.SIGXFSZ: {&m.Signals.SIGXFSZ, cli.ExitSIGXFSZ},
+		syscall.SIGXCPU: {&m.Signals.SIGXCPU, cli.ExitSIGXCPU},
+		syscall.SIGHUP:  {&m.Signals.SIGHUP, cli.ExitSIGHUP},
+		syscall.SIGILL:  {&m.Signals.SIGILL, cli.ExitSIGILL},
+		syscall.SIGSYS:  {&m.Seccomp.NumFaults, cli.ExitBadSyscall},
+	}
+}
+
 // watchSignals handles the signals Firecracker handles, with its log lines,
 // metrics and exit codes; SIGPIPE is counted and survived.
 func watchSignals(log logger.Log, m *metrics.Metrics) *signalWatch {
 	w := &signalWatch{ch: make(chan os.Signal, 8), fatal: make(chan fatalSignal, 1)}
-	signal.Notify(w.ch, syscall.SIGBUS, syscall.SIGSEGV, syscall.SIGXFSZ, syscall.SIGXCPU,
-		syscall.SIGHUP, syscall.SIGILL, syscall.SIGSYS, syscall.SIGPIPE, syscall.SIGTERM, syscall.SIGINT)
+	fatal := fatalSignals(m)
+	sigs := []os.Signal{syscall.SIGPIPE, syscall.SIGTERM, syscall.SIGINT}
+	for s := range fatal {
+		sigs = append(sigs, s)
+	}
+	signal.Notify(w.ch, sigs...)
 	go func() {
 		for s := range w.ch {
 			sig := s.(syscall.Signal)
-			var code int
 			switch sig {
 			case syscall.SIGPIPE:
 				m.Signals.SIGPIPE.Inc()
@@ -41,31 +65,12 @@ func watchSignals(log logger.Log, m *metrics.Metrics) *signalWatch {
 			case syscall.SIGTERM, syscall.SIGINT:
 				w.fatal <- fatalSignal{sig: sig}
 				return
-			case syscall.SIGBUS:
-				m.Signals.SIGBUS.Set(1)
-				code = cli.ExitSIGBUS
-			case syscall.SIGSEGV:
-				m.Signals.SIGSEGV.Set(1)
-				code = cli.ExitSIGSEGV
-			case syscall.SIGXFSZ:
-				m.Signals.SIGXFSZ.Set(1)
-				code = cli.ExitSIGXFSZ
-			case syscall.SIGXCPU:
-				m.Signals.SIGXCPU.Set(1)
-				code = cli.ExitSIGXCPU
-			case syscall.SIGHUP:
-				m.Signals.SIGHUP.Set(1)
-				code = cli.ExitSIGHUP
-			case syscall.SIGILL:
-				m.Signals.SIGILL.Set(1)
-				code = cli.ExitSIGILL
-			case syscall.SIGSYS:
-				m.Seccomp.NumFaults.Set(1)
-				code = cli.ExitBadSyscall
 			}
+			f := fatal[sig]
+			f.metric.Set(1)
 			// A signal sent by another process has si_code SI_USER (0).
 			log.Errorf("Shutting down VM after intercepting signal %d, code 0.", int(sig))
-			w.fatal <- fatalSignal{code: code}
+			w.fatal <- fatalSignal{code: f.code}
 			return
 		}
 	}()
