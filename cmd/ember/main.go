@@ -133,14 +133,14 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	if opts.Given("config-file") {
 		b, err := os.ReadFile(opts.ConfigFile)
 		if err != nil {
-			abort(mainLog, "Unable to open or read from the configuration file", err)
+			abort(mainLog, "Unable to open or read from the configuration file: "+syserr.Display(err))
 		}
 		configJSON = b
 	}
 	if opts.Given("metadata") {
 		b, err := os.ReadFile(opts.Metadata)
 		if err != nil {
-			abort(mainLog, "Unable to open or read from the mmds content file", err)
+			abort(mainLog, "Unable to open or read from the mmds content file: "+syserr.Display(err))
 		}
 		metadataJSON = b
 	}
@@ -160,6 +160,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		return fail(&failure{msg: prefix + err.Error(), debug: debugPrefix + "(" + rustDebug(err.Error()) + ")", code: cli.ExitGenericError})
 	}
 	defer os.RemoveAll(runtimeDir)
+	atAbort = append(atAbort, func() { os.RemoveAll(runtimeDir) })
 
 	res := vmconfig.NewResources(backend.Name(), backend.Capabilities(), tap.Open, int(opts.MMDSLimit()))
 	res.Log = mainLog
@@ -176,8 +177,13 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		Stdin:          os.Stdin,
 		RuntimeDir:     runtimeDir,
 	})
+	atAbort = append(atAbort, ctrl.Shutdown)
 	defer func() {
 		ctrl.Shutdown()
+		if sig != 0 {
+			// Firecracker dies of SIGTERM/SIGINT without a last metrics line.
+			return
+		}
 		if err := ctrl.FlushMetrics(); err != nil {
 			mainLog.Errorf("Failed to write metrics: %s", err)
 		}
@@ -220,7 +226,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	if metadataJSON != nil && configJSON == nil {
 		if err := ctrl.PutMetadata(metadataJSON); err != nil {
 			if errors.Is(err, vmm.ErrMetadata) {
-				abort(mainLog, "MMDS error: metadata provided not valid json", err)
+				abort(mainLog, err.Error())
 			}
 			msg := "Failed to build MicroVM: Populating MMDS from file failed: " + err.Error() + ".."
 			return fail(&failure{msg: prefix + msg, debug: debugPrefix + "(BuildMicroVmError(PopulateMmds(" + rustDebug(err.Error()) + ")))", code: cli.ExitGenericError})
@@ -229,7 +235,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	if configJSON != nil {
 		if err := ctrl.BootFromConfig(context.Background(), configJSON, metadataJSON); err != nil {
 			if errors.Is(err, vmm.ErrMetadata) {
-				abort(mainLog, "MMDS error: metadata provided not valid json", err)
+				abort(mainLog, err.Error())
 			}
 			msg := "Failed to build MicroVM from Json: " + err.Error()
 			if opts.NoAPI {
@@ -296,11 +302,18 @@ func reportStartup(m *metrics.Metrics, opts *cli.Options) {
 	}
 }
 
+// atAbort holds what must be released before an abort, which skips
+// deferred calls.
+var atAbort []func()
+
 // abort ends the process as Firecracker's panic does (SIGABRT), after one
-// clear line on stderr.
-func abort(log logger.Log, what string, err error) {
-	log.Errorf("Firecracker panicked: %s: %s", what, syserr.Display(err))
-	fmt.Fprintf(os.Stderr, "%s: %s\n", what, syserr.Display(err))
+// clear line on stderr, releasing what ember created first.
+func abort(log logger.Log, msg string) {
+	log.Errorf("Firecracker panicked: %s", msg)
+	fmt.Fprintln(os.Stderr, msg)
+	for i := len(atAbort) - 1; i >= 0; i-- {
+		atAbort[i]()
+	}
 	(&cli.Exit{Abort: true, Code: cli.ExitAborted}).Terminate()
 }
 

@@ -61,6 +61,10 @@ type launchInputs struct {
 	DriveSerials []string
 	// MACs are the guest MACs, one per net, with empty ones already filled.
 	MACs []string
+	// ResetLog, if set, receives QEMU's CPU reset log (-d cpu_reset), which
+	// under TCG is where a triple fault shows: QMP reports it as the same
+	// "guest-reset" as a keyboard-controller reset.
+	ResetLog *os.File
 }
 
 func (p *plan) add(args ...string) { p.args = append(p.args, args...) }
@@ -198,6 +202,9 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	}
 	p.add("-machine", machine)
 	p.add("-accel", string(in.Accel))
+	if in.ResetLog != nil {
+		p.add("-d", "cpu_reset", "-D", "/dev/fd/"+strconv.Itoa(p.addFile(in.ResetLog)))
+	}
 	threads := 1
 	if spec.SMT && spec.VCPUs > 1 {
 		threads = 2

@@ -125,6 +125,14 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	if acc == accelTCG && facts.tscKHz != 0 {
 		in.TSCkHz = facts.tscKHz
 	}
+	var resetLog *os.File
+	if acc == accelTCG {
+		if resetLog, err = anonymousFile(env.RuntimeDir); err != nil {
+			return nil, fmt.Errorf("creating the reset log: %w", err)
+		}
+		opened = append(opened, resetLog)
+		in.ResetLog = resetLog
+	}
 	if in.Kernel, err = openRO("kernel image", spec.Boot.KernelPath); err != nil {
 		return nil, err
 	}
@@ -177,6 +185,14 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	log.Debugf("qemu command: %s", quoteArgs(append([]string{bin}, p.args...)))
 
 	m := newMachine(spec, env, p)
+	if resetLog != nil {
+		// The machine keeps its own descriptor to read the log back.
+		if m.resetLog, err = dupFile(resetLog); err != nil {
+			qmpOurs.Close()
+			conOurs.Close()
+			return nil, err
+		}
+	}
 	cmd := exec.Command(bin, p.args...)
 	cmd.ExtraFiles = p.files
 	cmd.Stderr = m.stderr
@@ -356,4 +372,18 @@ func randomMAC() string {
 	rand.Read(b[:])
 	b[0] = b[0]&^0x01 | 0x02
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5])
+}
+
+// anonymousFile returns a new, already unlinked file in dir (the temporary
+// directory when dir is ""), so nothing is left behind whatever happens.
+func anonymousFile(dir string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "qemu-reset-*.log")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }

@@ -38,6 +38,11 @@ type machine struct {
 	balloon                *hypervisor.Balloon
 	// taps maps interface ids to tap names, for DeviceStats.
 	taps map[string]string
+	// resetLog is QEMU's CPU reset log under TCG (nil otherwise).
+	resetLog *os.File
+
+	paused     atomic.Bool
+	pendingCAD atomic.Bool // Ctrl+Alt+Del sent while paused, pressed on resume
 
 	cmd      *exec.Cmd
 	procDone chan struct{} // closed once QEMU has been reaped
@@ -239,8 +244,15 @@ func (m *machine) handleEvent(ev qmp.Event) {
 		json.Unmarshal(ev.Data, &d)
 		switch d.Reason {
 		case "guest-reset":
-			m.log.Infof("The guest reset the machine; stopping QEMU")
-			m.finish(hypervisor.ExitReset, nil)
+			if m.tripleFaulted() {
+				// Firecracker ends with an error on a triple fault
+				// (KVM_EXIT_SHUTDOWN); only a keyboard-controller reset is clean.
+				m.log.Errorf("The guest triple-faulted; stopping QEMU")
+				m.finish(hypervisor.ExitError, errors.New("the guest triple-faulted (unhandled shutdown exit)"))
+			} else {
+				m.log.Infof("The guest reset the machine; stopping QEMU")
+				m.finish(hypervisor.ExitReset, nil)
+			}
 			m.kill()
 		case "guest-shutdown":
 			// As on Firecracker, a guest that powers off stays a running
@@ -354,7 +366,11 @@ func (m *machine) Pause(ctx context.Context) error {
 	if m.guestOff.Load() {
 		return nil // a powered-off guest is halted for good
 	}
-	return m.run(ctx, "stop", nil, nil)
+	if err := m.run(ctx, "stop", nil, nil); err != nil {
+		return err
+	}
+	m.paused.Store(true)
+	return nil
 }
 
 // Resume continues a paused VM.
@@ -365,15 +381,41 @@ func (m *machine) Resume(ctx context.Context) error {
 	if !m.started.Load() {
 		return errors.New("the VM was not started")
 	}
-	return m.run(ctx, "cont", nil, nil)
+	if err := m.run(ctx, "cont", nil, nil); err != nil {
+		return err
+	}
+	m.paused.Store(false)
+	if m.pendingCAD.Swap(false) {
+		return m.pressCtrlAltDel(ctx)
+	}
+	return nil
 }
 
-// SendCtrlAltDel presses Ctrl+Alt+Del on the i8042 keyboard.
+// SendCtrlAltDel presses Ctrl+Alt+Del on the i8042 keyboard. QEMU drops
+// key events while the VM is stopped; Firecracker's i8042 keeps them for
+// the guest, so on a paused VM the keys are pressed when it resumes.
 func (m *machine) SendCtrlAltDel(ctx context.Context) error {
+	if m.paused.Load() {
+		m.pendingCAD.Store(true)
+		return nil
+	}
+	return m.pressCtrlAltDel(ctx)
+}
+
+func (m *machine) pressCtrlAltDel(ctx context.Context) error {
 	key := func(k string) map[string]string { return map[string]string{"type": "qcode", "data": k} }
 	return m.run(ctx, "send-key", map[string]any{
 		"keys": []any{key("ctrl"), key("alt"), key("delete")},
 	}, nil)
+}
+
+// tripleFaulted reports whether QEMU's reset log records a triple fault.
+func (m *machine) tripleFaulted() bool {
+	if m.resetLog == nil {
+		return false
+	}
+	b, err := io.ReadAll(io.NewSectionReader(m.resetLog, 0, 1<<30))
+	return err == nil && bytes.Contains(b, []byte("Triple fault"))
 }
 
 // Done is closed when the VM has ended.
@@ -409,6 +451,9 @@ func (m *machine) Close() error {
 			<-m.done
 		} else {
 			close(m.done)
+		}
+		if m.resetLog != nil {
+			m.resetLog.Close()
 		}
 	})
 	return nil
