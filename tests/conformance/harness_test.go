@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ember-vmm/ember/internal/testember"
 )
 
 // Timeouts. Boots run QEMU under TCG on a loaded 2-core machine, so they
@@ -262,10 +264,7 @@ func (e *ember) waitExit(timeout time.Duration) (int, syscall.Signal) {
 	case <-time.After(timeout):
 		e.t.Fatalf("ember %q did not exit within %v", e.args, timeout)
 	}
-	if ws, ok := e.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return -1, ws.Signal()
-	}
-	return e.state.ExitCode(), 0
+	return testember.ExitStatus(e.state)
 }
 
 // wantExit asserts the process ends with code.

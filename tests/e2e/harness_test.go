@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
@@ -354,10 +355,7 @@ func (e *ember) waitExit(timeout time.Duration) (int, syscall.Signal) {
 	case <-time.After(timeout):
 		e.t.Fatalf("ember (pid %d) did not exit within %v", e.pid, timeout)
 	}
-	if ws, ok := e.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return -1, ws.Signal()
-	}
-	return e.state.ExitCode(), 0
+	return testember.ExitStatus(e.state)
 }
 
 // wantExit asserts that ember exits with code and logs Firecracker's exit
