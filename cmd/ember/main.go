@@ -169,7 +169,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		ID:             opts.ID,
 		Version:        cli.FirecrackerVersion,
 		Backend:        backend,
-		BackendOptions: map[string]string{"qemu-binary": opts.QEMUBinary, "qemu-accel": accelOption(opts.Accel)},
+		BackendOptions: backendOptions(opts),
 		Logger:         lg,
 		Metrics:        m,
 		Resources:      res,
@@ -272,7 +272,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 func selectBackend(opts *cli.Options, log logger.Log) (hypervisor.Backend, error) {
 	name := opts.Backend
 	if name == "auto" {
-		if b, ok := hypervisor.Lookup("kvm"); ok && b.Available() == nil {
+		if b, ok := hypervisor.Lookup("kvm"); ok && b.Available(backendOptions(opts)) == nil {
 			return b, nil
 		}
 		name = "qemu"
@@ -280,6 +280,12 @@ func selectBackend(opts *cli.Options, log logger.Log) (hypervisor.Backend, error
 	b, ok := hypervisor.Lookup(name)
 	if !ok {
 		return nil, fmt.Errorf("The %s backend is not built into this ember binary.", name)
+	}
+	if err := b.Available(backendOptions(opts)); err != nil {
+		if opts.Backend != "auto" {
+			return nil, err // a forced backend that cannot run is an error, never a fallback
+		}
+		log.Warnf("%s", err)
 	}
 	if opts.Backend == "auto" {
 		log.Infof("Using the %s backend.", name)
@@ -336,6 +342,11 @@ func nilIfEmpty(s string) *string {
 }
 
 func rustDebug(s string) string { return strictjson.RustDebugString(s) }
+
+// backendOptions are the backend settings from ember's own flags.
+func backendOptions(opts *cli.Options) map[string]string {
+	return map[string]string{"qemu-binary": opts.QEMUBinary, "qemu-accel": accelOption(opts.Accel)}
+}
 
 // accelOption maps --accel to the qemu backend's option ("" lets it choose).
 func accelOption(a string) string {

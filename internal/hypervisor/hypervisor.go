@@ -86,9 +86,10 @@ type Capabilities struct {
 type Backend interface {
 	// Name is the value of --backend that selects it ("kvm", "qemu").
 	Name() string
-	// Available returns nil if the backend can run here, or an error
-	// wrapping ErrUnavailable that says why not.
-	Available() error
+	// Available returns nil if the backend can run here with these
+	// options (Env.Options), or an error matching ErrUnavailable that says
+	// why not.
+	Available(options map[string]string) error
 	// Capabilities reports what the backend implements.
 	Capabilities() Capabilities
 	// Create builds the VM described by spec, with its vCPUs not yet running.
@@ -292,3 +293,17 @@ type BlockStats struct {
 type NetStats struct {
 	RxBytes, RxPackets, TxBytes, TxPackets uint64
 }
+
+// UnavailableError says why a backend cannot run on this host. It matches
+// ErrUnavailable with errors.Is.
+type UnavailableError struct {
+	Backend string
+	Reason  string
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("The %s backend cannot run here: %s", e.Backend, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }

@@ -27,7 +27,7 @@ type fakeBackend struct {
 }
 
 func (b *fakeBackend) Name() string                          { return "fake" }
-func (b *fakeBackend) Available() error                      { return nil }
+func (b *fakeBackend) Available(map[string]string) error     { return nil }
 func (b *fakeBackend) Capabilities() hypervisor.Capabilities { return b.caps }
 func (b *fakeBackend) Create(ctx context.Context, s *hypervisor.Spec, env hypervisor.Env) (hypervisor.Machine, error) {
 	b.mu.Lock()

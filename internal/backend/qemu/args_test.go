@@ -404,7 +404,7 @@ func TestFindBinary(t *testing.T) {
 	if !errors.Is(err, hypervisor.ErrUnavailable) || !strings.Contains(err.Error(), "/nonexistent/qemu") {
 		t.Errorf("missing given binary: %v", err)
 	}
-	if err := (&Backend{}).Available(); !errors.Is(err, hypervisor.ErrUnavailable) {
+	if err := (&Backend{}).Available(nil); !errors.Is(err, hypervisor.ErrUnavailable) {
 		t.Errorf("Available without QEMU: %v", err)
 	}
 	_, err = (&Backend{}).Create(t.Context(), minimalSpec(), hypervisor.Env{})

@@ -32,10 +32,10 @@ type Backend struct{}
 // Name returns "qemu".
 func (*Backend) Name() string { return Name }
 
-// Available checks that the default QEMU binary is installed. (Create also
-// honours the qemu-binary option.)
-func (*Backend) Available() error {
-	_, err := findBinary("")
+// Available checks that the QEMU binary (the qemu-binary option, or
+// qemu-system-x86_64 on PATH) can be found.
+func (*Backend) Available(options map[string]string) error {
+	_, err := findBinary(options[OptionBinary])
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
+	"github.com/ember-vmm/ember/internal/syserr"
 )
 
 // DefaultBinary is the QEMU that runs x86-64 guests.
@@ -34,11 +35,12 @@ func findBinary(option string) (string, error) {
 	if err == nil {
 		return path, nil
 	}
-	if option != "" {
-		return "", fmt.Errorf("%w: the QEMU binary %q given by %s cannot be run: %v", hypervisor.ErrUnavailable, option, OptionBinary, err)
+	if name != DefaultBinary {
+		return "", &hypervisor.UnavailableError{Backend: Name, Reason: fmt.Sprintf(
+			"the QEMU binary %q (--qemu-binary) cannot be run: %s", option, syserr.Display(err))}
 	}
-	return "", fmt.Errorf("%w: QEMU is not installed: %s was not found on PATH (on Debian/Ubuntu install the qemu-system-x86 package; or name the binary with the %s backend option)",
-		hypervisor.ErrUnavailable, DefaultBinary, OptionBinary)
+	return "", &hypervisor.UnavailableError{Backend: Name, Reason: "QEMU is not installed: " + DefaultBinary +
+		" was not found on PATH; install the qemu-system-x86 package (Debian, Ubuntu) or name the binary with --qemu-binary"}
 }
 
 // accel is a QEMU accelerator.
