@@ -314,3 +314,62 @@ func TestLoadSnapshotAfterBootResources(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+type lineCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (l *lineCounter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range p {
+		if c == '\n' {
+			l.n++
+		}
+	}
+	return len(p), nil
+}
+
+func (l *lineCounter) lines() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
+// TestPeriodicMetrics checks the metrics timer: one line at boot, then one
+// per interval, none while paused.
+func TestPeriodicMetrics(t *testing.T) {
+	b := &fakeBackend{}
+	res := vmconfig.NewResources("fake", b.caps, nil, 51200)
+	m := metrics.New()
+	out := &lineCounter{}
+	if err := m.Init(out, false, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Config{ID: "vm", Backend: b, Logger: logger.New("vm", os.Stderr), Metrics: m,
+		Resources: res, MetricsInterval: 50 * time.Millisecond})
+	defer c.Shutdown()
+	do(t, c, ConfigureBootSource{Config: vmconfig.BootSourceConfig{KernelImagePath: kernelFile(t)}})
+	if _, err := do(t, c, StartMicroVM{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := out.lines(); n != 1 {
+		t.Fatalf("%d lines right after boot, want 1", n)
+	}
+	time.Sleep(180 * time.Millisecond)
+	if n := out.lines(); n < 3 {
+		t.Fatalf("%d lines after ~3 intervals, want at least 3", n)
+	}
+	do(t, c, Pause{})
+	paused := out.lines()
+	time.Sleep(200 * time.Millisecond)
+	if n := out.lines(); n != paused {
+		t.Fatalf("%d lines written while paused", n-paused)
+	}
+	do(t, c, Resume{})
+	time.Sleep(150 * time.Millisecond)
+	if n := out.lines(); n <= paused {
+		t.Fatalf("no lines after resume")
+	}
+}
