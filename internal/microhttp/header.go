@@ -156,9 +156,7 @@ func checkAcceptEncoding(value string) *ParseError {
 // parseU32 parses a decimal u32 as Rust's str::parse does: an optional '+'
 // then at least one ASCII digit, no overflow.
 func parseU32(s string) (uint32, bool) {
-	if strings.HasPrefix(s, "+") {
-		s = s[1:]
-	}
+	s = strings.TrimPrefix(s, "+")
 	if s == "" {
 		return 0, false
 	}

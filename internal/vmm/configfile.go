@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/vmconfig"
@@ -150,6 +149,3 @@ func (c *Controller) putMetadata(data []byte) error {
 	c.log.Infof("Successfully added metadata to mmds from file")
 	return nil
 }
-
-// readFile reads a file named on the command line.
-func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
