@@ -76,7 +76,7 @@ func (rep *report) markdown(b *strings.Builder, rows []row, plots map[string]str
 	w("<!-- Written by `go run ./bench` (bench/); rerun it rather than editing this file. -->\n\n")
 	w("**Biggest gap:** %s\n\n", biggestGap(rows))
 	if own, ok := worstOwn(rows); ok {
-		w("Where ember's own code costs most against its baseline: **%s** (%s), ember %s against %s %s, %s the baseline's.\n\n",
+		w("Where ember's own code costs most against its baseline: **%s** (%s), ember %s against %s %s, %s the baseline's (see its section below).\n\n",
 			mdEscape(strings.TrimSpace(own.figure)), own.section, own.u.fmt(own.ember.Median)+" "+own.u.name,
 			own.baseName, own.u.fmt(own.base.Median)+" "+own.u.name, fmtRatio(own.ratio()))
 	}
@@ -102,7 +102,8 @@ func (rep *report) markdown(b *strings.Builder, rows []row, plots map[string]str
 		w(" **Every guest here is emulated by TCG, not run by KVM**: boot, density and I/O figures are an emulator's and cannot be held against Firecracker's KVM goals one to one; the bare-QEMU column shows what the emulator alone costs.")
 	}
 	w("\n")
-	w("- **Load average** (1, 5, 15 min) before: %s; after: %s. Other jobs may share the %d cores; the interleaving spreads their effect over both columns.\n", rep.loadBefore, rep.loadAfter, m.cores)
+	w("- **Load average** (1, 5, 15 min) before: %s; after: %s; 1-minute figure as each suite started: %s. Other jobs may share the %d cores; the interleaving spreads their effect over both columns. Loads during and after the density suite include the benchmark's own VMs (up to %d TCG guests at once).\n",
+		rep.loadBefore, rep.loadAfter, strings.Join(rep.loads, ", "), m.cores, maxN(rep.cfg.densityN))
 	w("- **Guest:** the test guest (guest/README.md): Debian's cloud kernel as ELF vmlinux (PVH), busybox initramfs, 1 vCPU, %d MiB, kernel command line `%s` plus the test init's switches; ember adds `pci=off` and, under TCG, `tsc_early_khz`.\n", bootMemMiB, baseBootArgs)
 	w("- **Reading the table:** every figure is ember next to its baseline, both measured in this run, interleaved round by round (ember, baseline, ember, baseline, …). Values are medians, with the spread in parentheses: p10–p90 when there are at least 10 samples, min–max below that; n is the number of samples (API latency: requests; elsewhere: rounds). The ratio is ember's median ÷ the baseline's: above 1 ember is slower or bigger, except for throughputs and rates, where below 1 ember is slower.\n\n")
 
@@ -196,6 +197,14 @@ func (rep *report) markdown(b *strings.Builder, rows []row, plots map[string]str
 	w("- Processes run with their output on pipes the benchmark drains at once; ember's guest console reaches the benchmark through ember (QEMU → socket pair → ember → stdout), bare QEMU's directly.\n")
 	w("- The kvm backend does not exist yet; its row stays until it does. This machine could not measure it anyway without vmx/svm.\n")
 	w("- Rerun with `go run ./bench` (full) or `go run ./bench -quick`; `-only api,startup` runs some suites, `-no-doc` leaves this file alone.\n")
+}
+
+func maxN(ns []int) int {
+	m := 0
+	for _, n := range ns {
+		m = max(m, n)
+	}
+	return m
 }
 
 func kib(us []memUse, f func(memUse) int64) string {

@@ -173,6 +173,7 @@ func run(ctx context.Context, cfg config, docPath string) (err error) {
 			return err
 		}
 		t := time.Now()
+		rep.loads = append(rep.loads, name+" "+loadAvg1())
 		e.progress("%s: starting", name)
 		if err := f(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -323,6 +324,15 @@ func readMachine() machineInfo {
 		f.Close()
 	}
 	return m
+}
+
+// loadAvg1 is the 1-minute load average.
+func loadAvg1() string {
+	f := strings.Fields(loadAvg())
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // loadAvg is /proc/loadavg's first three fields.

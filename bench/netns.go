@@ -176,8 +176,8 @@ func (n *netEnv) sink(c net.Conn) {
 	}
 	if t.err != nil {
 		// What the host's TCP saw of the connection, for the report.
-		out, _ := exec.Command("ip", "netns", "exec", n.ns, "ss", "-tnie").CombinedOutput()
-		t.err = fmt.Errorf("%w\nss -tnie in %s:\n%s", t.err, n.ns, out)
+		out, _ := exec.Command("ip", "netns", "exec", n.ns, "ss", "-tni").CombinedOutput()
+		t.err = fmt.Errorf("%w\nss -tni in %s:\n%s", t.err, n.ns, out)
 	}
 	select {
 	case n.recv <- t:

@@ -19,7 +19,8 @@ type report struct {
 	loadBefore string
 	loadAfter  string
 	durations  []string
-	tmp        string // the run's temporary directory, hidden in displayed paths
+	loads      []string // 1-minute load average as each suite started
+	tmp        string   // the run's temporary directory, hidden in displayed paths
 
 	// accel is the accelerator ember's qemu backend picked (from its log),
 	// with its reason and QEMU's version; "" if no VM was booted.
