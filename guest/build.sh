@@ -315,14 +315,25 @@ build() {
 	KERNEL_PKG=${resolved%% *}
 	KERNEL_VERSION=${resolved#* }
 
-	local cache="$OUT/cache" deb
+	local cache="$OUT/cache" deb got
 	mkdir -p "$cache"
 	deb="$cache/${KERNEL_PKG}_${KERNEL_VERSION//:/%3a}_amd64.deb"
 	if [[ ! -s "$deb" ]]; then
 		log "downloading $KERNEL_PKG $KERNEL_VERSION"
 		(cd "$W" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" 2>&1 | grep -v 'unsandboxed' >&2) || true
-		local got
 		got=$(find "$W" -maxdepth 1 -name "${KERNEL_PKG}_*.deb" | head -n1)
+		if [[ -z "$got" && $EUID -eq 0 ]]; then
+			# Stale package lists name a version the mirror no longer has.
+			log "download failed; running apt-get update and trying again"
+			apt-get update -qq >&2 || die "apt-get update failed"
+			LISTS=$(apt_lists_fingerprint)
+			resolved=$(resolve_kernel) || die "apt knows no package $KERNEL_SOURCE"
+			KERNEL_PKG=${resolved%% *}
+			KERNEL_VERSION=${resolved#* }
+			deb="$cache/${KERNEL_PKG}_${KERNEL_VERSION//:/%3a}_amd64.deb"
+			(cd "$W" && apt-get download -q "$KERNEL_PKG=$KERNEL_VERSION" 2>&1 | grep -v 'unsandboxed' >&2) || true
+			got=$(find "$W" -maxdepth 1 -name "${KERNEL_PKG}_*.deb" | head -n1)
+		fi
 		[[ -n "$got" ]] || die "apt-get download $KERNEL_PKG=$KERNEL_VERSION failed"
 		mv "$got" "$deb"
 	fi
