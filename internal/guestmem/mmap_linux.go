@@ -1,0 +1,54 @@
+//go:build linux
+
+package guestmem
+
+import (
+	"golang.org/x/sys/unix"
+)
+
+func mapRegion(r Region, o Options) (mapped, error) {
+	mp := mapped{Region: r, fd: -1}
+	flags := unix.MAP_NORESERVE
+	fd := -1
+	switch o.Backing {
+	case Shared:
+		mfdFlags := unix.MFD_CLOEXEC
+		if o.HugePages == HugePages2M {
+			mfdFlags |= unix.MFD_HUGETLB | unix.MFD_HUGE_2MB
+		}
+		var err error
+		if fd, err = unix.MemfdCreate("guest-ram", mfdFlags); err != nil {
+			return mp, err
+		}
+		if err := unix.Ftruncate(fd, int64(r.Size)); err != nil {
+			unix.Close(fd)
+			return mp, err
+		}
+		flags |= unix.MAP_SHARED
+	default:
+		flags |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+		if o.HugePages == HugePages2M {
+			flags |= unix.MAP_HUGETLB | 21<<unix.MAP_HUGE_SHIFT
+		}
+	}
+	mem, err := unix.Mmap(fd, 0, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return mp, err
+	}
+	if o.HugePages == HugePagesTransparent {
+		unix.Madvise(mem, unix.MADV_HUGEPAGE)
+	}
+	mp.mem, mp.fd = mem, fd
+	return mp, nil
+}
+
+func unmapRegion(r mapped) error {
+	err := unix.Munmap(r.mem)
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+	}
+	return err
+}
