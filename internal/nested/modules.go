@@ -106,7 +106,7 @@ func loadOrder(want []string, known func(string) bool, depends func(string) ([]s
 			return err
 		}
 		for _, d := range deps {
-			if err := visit(d, append(from, n)); err != nil {
+			if err := visit(d, append(from[:len(from):len(from)], n)); err != nil {
 				return err
 			}
 		}
@@ -138,7 +138,7 @@ func debPath(a testguest.Assets) string {
 
 // cacheRoot is where the harness keeps what it derives from the test guest.
 func cacheRoot(a testguest.Assets) string {
-	if d := os.Getenv("EMBER_NESTED_CACHE"); d != "" {
+	if d := os.Getenv(EnvCache); d != "" {
 		return d
 	}
 	return filepath.Join(a.Dir, "nested")

@@ -78,6 +78,9 @@ const (
 	EnvMode = "EMBER_NESTED"
 	// EnvVerbose, set to 1, streams the L1 console into the test log too.
 	EnvVerbose = "EMBER_NESTED_VERBOSE"
+	// EnvCache overrides where derived files are cached (default: a
+	// "nested" directory inside the test guest's asset directory).
+	EnvCache = "EMBER_NESTED_CACHE"
 )
 
 // Errors returned (wrapped) by the harness; failures name one of them.
@@ -120,7 +123,8 @@ type Options struct {
 	// may have directories) → host path. Inner tests find them with
 	// Env.File. They are unpacked into L1's RAM, so keep them small (tens
 	// of MiB); executables must be static (see CheckStatic) or be run
-	// through a shipped dynamic loader.
+	// through a shipped dynamic loader. The inner test's working directory
+	// is an empty /nested/work: ship testdata it reads here too.
 	Files map[string]string
 	// Guest ships the test guest (vmlinux, bzImage, initramfs, rootfs) on
 	// a read-only disk; Env.Guest returns it.

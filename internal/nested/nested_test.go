@@ -63,8 +63,9 @@ func TestNestedTrivial(t *testing.T) {
 		}
 	}
 	opts := Options{
-		Files: map[string]string{"dir/payload": file},
-		Env:   []string{"EMBER_NESTED_TEST_VAR=it's here"},
+		Files:   map[string]string{"dir/payload": file},
+		Env:     []string{"EMBER_NESTED_TEST_VAR=it's here"},
+		Modules: []string{"tun", "bridge"},
 	}
 	// A subtest whose name needs quoting in -test.run.
 	t.Run("files+env (x)", func(t *testing.T) { Run(t, opts, trivialBody) })
@@ -83,6 +84,13 @@ func trivialBody(t *testing.T, env *Env) {
 		t.Fatalf("open /dev/kvm: %v", err)
 	}
 	f.Close()
+	if env.Nested {
+		for _, m := range []string{"kvm_amd", "tun", "bridge", "stp", "llc"} {
+			if _, err := os.Stat("/sys/module/" + m); err != nil {
+				t.Errorf("module %s is not loaded in L1: %v", m, err)
+			}
+		}
+	}
 }
 
 // Demo tests run only as subprocesses of TestNestedVerdicts, which checks
