@@ -37,11 +37,3 @@ func (e *Error) Unwrap() []error {
 	}
 	return []error{e.Kind, e.Err}
 }
-
-// Firecracker's message prefixes.
-const (
-	msgSystemConfig = "System configuration error: "
-	msgKernelLoad   = msgSystemConfig + "Cannot load kernel due to invalid memory configuration or invalid kernel image: "
-	msgInitrd       = "Error with initrd initialization: "
-	msgCmdline      = "Invalid kernel command line: "
-)

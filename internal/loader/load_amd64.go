@@ -11,6 +11,14 @@ import (
 	"github.com/ember-vmm/ember/internal/kernelimage"
 )
 
+// Firecracker's message prefixes.
+const (
+	msgSystemConfig = "System configuration error: "
+	msgKernelLoad   = msgSystemConfig + "Cannot load kernel due to invalid memory configuration or invalid kernel image: "
+	msgInitrd       = "Error with initrd initialization: "
+	msgCmdline      = "Invalid kernel command line: "
+)
+
 // Protocol is how the guest kernel is entered.
 type Protocol int
 
