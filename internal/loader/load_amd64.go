@@ -217,6 +217,7 @@ func readInto(mem *guestmem.Memory, img Image, off int64, gpa, n uint64) error {
 		if err != nil || k == 0 {
 			return fmt.Errorf("%w: %#x+%#x", guestmem.ErrOutOfRange, gpa, n)
 		}
+		prefault(mem, gpa, k)
 		if m, err := img.R.ReadAt(buf, off); m < len(buf) {
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF

@@ -622,28 +622,49 @@ func TestLoadGuestKernels(t *testing.T) {
 	}
 }
 
+// BenchmarkLoadGuestKernel measures Load of the test guest's kernels and
+// initramfs into fresh 256 MiB guests (mapping and unmapping the guest RAM
+// is not counted).
 func BenchmarkLoadGuestKernel(b *testing.B) {
 	dir := os.Getenv("EMBER_GUEST_DIR")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "build", "guest")
 	}
-	f, err := os.Open(filepath.Join(dir, "vmlinux"))
-	if err != nil {
-		b.Skipf("SKIP LOUDLY: the test guest is not built (%v)", err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	regions, _ := MemoryRegions(256 * mib)
-	b.SetBytes(st.Size())
-	for b.Loop() {
-		m, err := guestmem.New(regions, guestmem.Options{})
+	open := func(name string) Image {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			b.Skipf("SKIP LOUDLY: the test guest is not built (%v); nothing measured", err)
+		}
+		b.Cleanup(func() { f.Close() })
+		st, err := f.Stat()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := Load(m, Config{Kernel: Image{f, st.Size()}, Cmdline: "console=ttyS0"}); err != nil {
-			b.Fatal(err)
-		}
-		m.Close()
+		return Image{f, st.Size()}
+	}
+	regions, err := MemoryRegions(256 * mib)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, kernel := range []string{"vmlinux", "bzImage"} {
+		b.Run(kernel, func(b *testing.B) {
+			cfg := Config{Kernel: open(kernel), Initrd: open("initramfs.cpio.gz"), Cmdline: "console=ttyS0 reboot=k panic=1"}
+			b.SetBytes(cfg.Kernel.Size + cfg.Initrd.Size)
+			for b.Loop() {
+				b.StopTimer()
+				m, err := guestmem.New(regions, guestmem.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := Load(m, cfg); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				m.Close()
+				b.StartTimer()
+			}
+		})
 	}
 }
 
