@@ -73,9 +73,6 @@ const (
 	I8042GSI  = 1
 )
 
-// PageSize is the guest page size the loader aligns to.
-const PageSize = 0x1000
-
 // MemoryRegions returns the guest RAM regions for memSize bytes of RAM:
 // from 0 up to the 32-bit MMIO gap, then from 4 GiB up to the 64-bit
 // gap, then beyond it. Their sizes add up to memSize.

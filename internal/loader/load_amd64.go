@@ -272,10 +272,3 @@ func loadInitrd(mem *guestmem.Memory, img Image, k *kernel, lowEnd uint64) (uint
 	}
 	return addr, nil
 }
-
-func alignUp(x, a uint64) uint64 {
-	if x+a-1 < x {
-		return x &^ (a - 1)
-	}
-	return (x + a - 1) &^ (a - 1)
-}
