@@ -99,7 +99,9 @@ type kernel struct {
 
 // Load loads the kernel, initrd and command line into mem and writes the
 // boot structures for the kernel's protocol. The MP table and the ACPI
-// tables are not written here (see packages mptable and acpi).
+// tables are not written here (see packages mptable and acpi). A refusal
+// is an *Error whose text is the fault message to report after "Start
+// microvm error: ".
 func Load(mem *guestmem.Memory, cfg Config) (*Boot, error) {
 	regions := mem.Regions()
 	e820, err := E820(regions)
@@ -181,8 +183,8 @@ func loadKernel(mem *guestmem.Memory, img Image) (*kernel, error) {
 	return loadBzImage(mem, img)
 }
 
-// loaderError builds the error of a kernel the loader of kind ("ELF" or
-// "bzImage") could not load.
+// loaderError is the error of a kernel the format's loader ("ELF" or
+// "bzImage") refuses for cause, classified as kind.
 func loaderError(kind error, format string, cause error) *Error {
 	le := &kernelimage.LoaderError{Kind: format, Err: cause}
 	return &Error{Kind: kind, Err: le, Msg: msgKernelLoad + le.Error()}
