@@ -19,8 +19,8 @@ const memSize = 16 << 20
 func TestLayout(t *testing.T) {
 	v1 := virtio.Bit(virtio.FeatureVersion1)
 	tests := []struct {
-		cfg             Config
-		features        uint64
+		cfg            Config
+		features       uint64
 		queues, sq, rq int
 	}{
 		{Config{AmountMiB: 1}, v1, 2, -1, -1},

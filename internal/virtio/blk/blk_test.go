@@ -369,3 +369,16 @@ func TestThroughMMIO(t *testing.T) {
 	vq.WaitUsed(t, 1, 5*time.Second)
 	vt.Wait(t, time.Second, "interrupt", func() bool { return irq.Count() == 1 })
 }
+
+func writeZeros(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	_, err = f.WriteAt(make([]byte, 1<<20), 0)
+	return err
+}

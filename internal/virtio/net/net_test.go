@@ -26,7 +26,7 @@ var mac = gonet.HardwareAddr{6, 0, 0, 0, 0, 1}
 
 // pair returns the device's end of a datagram socket pair standing in for
 // a tap (one datagram per frame, vnet header included) and the peer's end.
-func pair(t *testing.T) (*os.File, *os.File) {
+func pair(t testing.TB) (*os.File, *os.File) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
