@@ -110,7 +110,7 @@ func (k *I8042) kbdInterrupt() {
 	if k.control&cbKbdInt == 0 {
 		return
 	}
-	if err := k.irq.Trigger(); err != nil {
+	if err := k.irq.Signal(); err != nil {
 		k.irqErrors.Add(1)
 	}
 }

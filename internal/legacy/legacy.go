@@ -5,14 +5,14 @@
 //
 // Both are bus.Devices reached from vCPU threads; they lock themselves and
 // never block. Interrupts are raised through an Interrupt, which the kvm
-// backend implements with an irqfd on the device's GSI: each Trigger is one
-// edge, as Firecracker's event fds give.
+// backend implements with an irqfd on the device's GSI (a *kvm.EventFD
+// fits): each Signal is one edge, as Firecracker's event fds give.
 package legacy
 
-// Interrupt is a device's interrupt line; Trigger raises one edge. It must
+// Interrupt is a device's interrupt line; Signal raises one edge. It must
 // not block.
 type Interrupt interface {
-	Trigger() error
+	Signal() error
 }
 
 // Port bases and sizes on the PIO bus, and interrupt lines.

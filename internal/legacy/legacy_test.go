@@ -14,8 +14,8 @@ import (
 
 type counter struct{ n atomic.Int64 }
 
-func (c *counter) Trigger() error { c.n.Add(1); return nil }
-func (c *counter) count() int     { return int(c.n.Load()) }
+func (c *counter) Signal() error { c.n.Add(1); return nil }
+func (c *counter) count() int    { return int(c.n.Load()) }
 
 type syncBuf struct {
 	mu sync.Mutex

@@ -112,7 +112,7 @@ func (s *Serial) source() byte {
 func (s *Serial) update() {
 	pending := s.source() != iirNone
 	if pending && !s.asserted {
-		if err := s.irq.Trigger(); err != nil {
+		if err := s.irq.Signal(); err != nil {
 			s.irqErrors.Add(1)
 		}
 	}

@@ -130,11 +130,12 @@ type Memory interface {
 	Store32(gpa uint64, v uint32) error
 }
 
-// Interrupt is a device's interrupt line. The transport triggers it after
+// Interrupt is a device's interrupt line. The transport signals it after
 // recording why in its interrupt status; the kvm backend implements it with
-// an irqfd eventfd, tests with a counter. Trigger must not block.
+// an irqfd eventfd (a *kvm.EventFD fits), tests with a counter. Signal
+// must not block.
 type Interrupt interface {
-	Trigger() error
+	Signal() error
 }
 
 // Transport is what an active device calls back into. The virtio-mmio

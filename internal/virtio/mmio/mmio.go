@@ -152,7 +152,7 @@ func (t *Transport) Notify(q uint32) {
 // SignalUsed implements virtio.Transport.
 func (t *Transport) SignalUsed(int) error {
 	t.isr.Or(IntVring)
-	return t.irq.Trigger()
+	return t.irq.Signal()
 }
 
 // ChangeConfig implements virtio.Transport: the update runs under the
@@ -168,7 +168,7 @@ func (t *Transport) ChangeConfig(update func()) error {
 
 func (t *Transport) signalConfig() error {
 	t.isr.Or(IntConfig)
-	return t.irq.Trigger()
+	return t.irq.Signal()
 }
 
 // NeedsReset implements virtio.Transport.

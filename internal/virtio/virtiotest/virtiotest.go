@@ -284,11 +284,11 @@ type Interrupt struct {
 	mu    sync.Mutex
 	count int
 	ch    chan struct{}
-	Err   error // returned by Trigger if set
+	Err   error // returned by Signal if set
 }
 
-// Trigger implements virtio.Interrupt.
-func (i *Interrupt) Trigger() error {
+// Signal implements virtio.Interrupt.
+func (i *Interrupt) Signal() error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.count++
