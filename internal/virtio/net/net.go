@@ -184,6 +184,19 @@ func New(f *os.File, cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Stopping RX relies on read deadlines, which only files in Go's poller
+	// and in non-blocking mode honour.
+	flags := 0
+	rc.Control(func(fd uintptr) { flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	if err == nil && flags&unix.O_NONBLOCK == 0 {
+		err = errors.New("blocking mode")
+	}
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tap %s is not pollable: %w", f.Name(), err)
+	}
 	d := &Device{cfg: cfg, tap: f, rc: rc}
 	copy(d.config[0:6], cfg.MAC)
 	binary.LittleEndian.PutUint16(d.config[10:], cfg.MTU)
@@ -519,7 +532,7 @@ func (d *Device) nextFrame(a *active) next {
 	if ic := d.cfg.Interceptor; ic != nil {
 		if n := ic.Receive(a.rxBuf[VnetHdrSize:]); n > 0 {
 			clear(a.rxBuf[:VnetHdrSize])
-			a.rxLen = VnetHdrSize + n
+			a.rxLen = VnetHdrSize + min(n, MaxFrameSize-VnetHdrSize)
 			return frameReady
 		}
 	}

@@ -328,6 +328,17 @@ func TestConfigSpace(t *testing.T) {
 	if _, err := New(nil, Config{MTU: 10}); !errors.Is(err, ErrInvalidMTU) {
 		t.Fatalf("MTU 10: %v", err)
 	}
+	// A blocking file cannot be stopped by a deadline: refused.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r.Fd() // makes it blocking
+	if _, err := New(r, Config{}); err == nil {
+		t.Fatal("accepted a blocking file")
+	}
+	r.Close()
 }
 
 func TestOffloadFlags(t *testing.T) {
