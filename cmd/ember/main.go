@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ember-vmm/ember/internal/api"
+	_ "github.com/ember-vmm/ember/internal/backend/kvm"  // registers the kvm backend
 	_ "github.com/ember-vmm/ember/internal/backend/qemu" // registers the qemu backend
 	"github.com/ember-vmm/ember/internal/cli"
 	"github.com/ember-vmm/ember/internal/hypervisor"
@@ -272,10 +273,10 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 func selectBackend(opts *cli.Options, log logger.Log) (hypervisor.Backend, error) {
 	name := opts.Backend
 	if name == "auto" {
-		if b, ok := hypervisor.Lookup("kvm"); ok && b.Available(backendOptions(opts)) == nil {
-			return b, nil
-		}
 		name = "qemu"
+		if b, ok := hypervisor.Lookup("kvm"); ok && b.Available(backendOptions(opts)) == nil {
+			name = "kvm"
+		}
 	}
 	b, ok := hypervisor.Lookup(name)
 	if !ok {

@@ -27,7 +27,7 @@ func TestNetworkPing(t *testing.T) {
 		guestIP  = "172.16.0.2"
 		guestMAC = "06:00:ac:10:00:02"
 	)
-	ip(t, "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	addTap(t, ns, tap)
 	ip(t, "-n", ns, "addr", "add", hostIP+"/30", "dev", tap)
 	ip(t, "-n", ns, "link", "set", tap, "up")
 
@@ -195,7 +195,7 @@ func TestDriveResize(t *testing.T) {
 	e := startEmber(t, startOpts{})
 	small := writeFile(t, filepath.Join(e.dir, "small.img"), bytes.Repeat([]byte{'A'}, 8<<20))
 	big := writeFile(t, filepath.Join(e.dir, "big.img"), bytes.Repeat([]byte{'B'}, 16<<20))
-	e.putDrive("rootfs", testguest.RootfsCopy(t), true, false)
+	e.putDrive("rootfs", rootfsCopy(t), true, false)
 	e.putDrive("data", small, false, false)
 	// Print vdb's size (512-byte sectors) and first byte whenever the size
 	// changes, for at most about a minute.

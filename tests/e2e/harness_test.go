@@ -20,19 +20,41 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/ember-vmm/ember/internal/nested"
 	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
 // Timeouts. Guests run under TCG on a loaded 2-core machine, so boots get
-// generous bounds; everything else is expected promptly.
-const (
-	startTimeout = 10 * time.Second // process start to "API server started."
-	bootTimeout  = 60 * time.Second // InstanceStart to a guest marker, or to the exit a guest causes
-	exitTimeout  = 15 * time.Second // an exit expected soon after its cause
-	apiTimeout   = 30 * time.Second // one API request
-	goneTimeout  = 5 * time.Second  // a process expected to disappear
+// generous bounds; everything else is expected promptly. Inside an L1 VM
+// (TestKVM on a host without KVM) everything runs under TCG once more, so
+// the bounds triple there.
+var (
+	startTimeout = scaled(10 * time.Second) // process start to "API server started."
+	bootTimeout  = scaled(60 * time.Second) // InstanceStart to a guest marker, or to the exit a guest causes
+	exitTimeout  = scaled(15 * time.Second) // an exit expected soon after its cause
+	apiTimeout   = scaled(30 * time.Second) // one API request
+	goneTimeout  = scaled(5 * time.Second)  // a process expected to disappear
 )
+
+func scaled(d time.Duration) time.Duration {
+	if nested.Inside() {
+		return 3 * d
+	}
+	return d
+}
+
+// backendOf is the backend a test drives: the kvm backend for the subtests
+// of TestKVM, qemu for every other test. It is always passed explicitly, so
+// a host with KVM (where --backend auto picks kvm) still tests qemu.
+func backendOf(t *testing.T) string {
+	if strings.HasPrefix(t.Name(), "TestKVM/") {
+		return "kvm"
+	}
+	return "qemu"
+}
 
 // baseBootArgs replace Firecracker's default boot arguments, whose
 // nomodule and 8250.nr_uarts=0 break the test guest. quiet keeps the
@@ -58,6 +80,14 @@ var vmSlots = make(chan struct{}, 2)
 // the rest of the test and returns the guest's assets.
 func requireVM(t *testing.T) testguest.Assets {
 	t.Helper()
+	if backendOf(t) == "kvm" {
+		if kvmGuest == nil {
+			t.Fatal("a TestKVM subtest ran without TestKVM's guest")
+		}
+		vmSlots <- struct{}{}
+		t.Cleanup(func() { <-vmSlots })
+		return *kvmGuest
+	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skipf("SKIPPING end-to-end test: qemu-system-x86_64 is not installed (%v), so ember's qemu backend is NOT tested", err)
 	}
@@ -73,6 +103,7 @@ func requireVM(t *testing.T) testguest.Assets {
 // ember is one ember process started by a test.
 type ember struct {
 	t          *testing.T
+	backend    string // "qemu" or "kvm"
 	dir        string // private directory: API socket, stderr, test files
 	sock       string
 	args       []string
@@ -108,8 +139,8 @@ func startEmber(t *testing.T, o startOpts) *ember {
 func launch(t *testing.T, o startOpts) *ember {
 	t.Helper()
 	dir := t.TempDir()
-	e := &ember{t: t, dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
-	e.args = append([]string{"--api-sock", e.sock}, o.args...)
+	e := &ember{t: t, backend: backendOf(t), dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
+	e.args = append([]string{"--api-sock", e.sock, "--backend", e.backend}, o.args...)
 	if o.netns != "" {
 		// ip netns exec execs the command without forking, so the pid
 		// started here is ember's.
@@ -382,6 +413,16 @@ func (e *ember) stderr() string {
 	return string(b)
 }
 
+// vmmPIDs returns the processes that run ember's VM besides ember itself:
+// QEMU for the qemu backend, none for kvm (the VM runs in ember).
+func (e *ember) vmmPIDs() []int {
+	e.t.Helper()
+	if e.backend == "kvm" {
+		return nil
+	}
+	return []int{e.qemuPID()}
+}
+
 // qemuPID returns the pid of ember's QEMU child, waiting briefly for it.
 func (e *ember) qemuPID() int {
 	e.t.Helper()
@@ -481,9 +522,14 @@ func runtimeDirs(pid int) ([]string, error) {
 }
 
 // newNetns creates a network namespace with a unique name (lo up) and
-// deletes it, with everything in it, when the test ends.
+// deletes it, with everything in it, when the test ends. Inside an L1 VM it
+// returns "": L1 has no network device at all, so its own namespace is
+// already one no test traffic can leave (and its busybox has no netns).
 func newNetns(t *testing.T) string {
 	t.Helper()
+	if nested.Inside() {
+		return ""
+	}
 	name := "ember-e2e-" + randHex(t, 4)
 	ip(t, "netns", "add", name)
 	t.Cleanup(func() {
@@ -495,9 +541,13 @@ func newNetns(t *testing.T) string {
 	return name
 }
 
-// ip runs the ip command and fails the test on error.
+// ip runs the ip command and fails the test on error. A "-n" "" pair
+// (the namespace newNetns gives inside L1) is dropped.
 func ip(t *testing.T, args ...string) string {
 	t.Helper()
+	if len(args) >= 2 && args[0] == "-n" && args[1] == "" {
+		args = args[2:]
+	}
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
@@ -571,4 +621,80 @@ func hostHasHardwareVirt() bool {
 	}
 	f.Close()
 	return true
+}
+
+// rootfsCopy returns a private copy of the test guest's root file system.
+func rootfsCopy(t *testing.T) string {
+	t.Helper()
+	if backendOf(t) != "kvm" {
+		return testguest.RootfsCopy(t)
+	}
+	dst := filepath.Join(t.TempDir(), "rootfs.ext4")
+	in, err := os.Open(kvmGuest.Rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// addTap creates a persistent tap called name in network namespace ns and
+// deletes it when the test ends. Inside L1 (ns "") busybox's ip cannot
+// create taps, so the tun driver is asked directly.
+func addTap(t *testing.T, ns, name string) {
+	t.Helper()
+	if ns != "" {
+		ip(t, "-n", ns, "tuntap", "add", "dev", name, "mode", "tap")
+		return
+	}
+	persist := func(on bool) error {
+		f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var opErr error
+		err = rc.Control(func(fd uintptr) {
+			if opErr = unix.IoctlIfreq(int(fd), unix.TUNSETIFF, ifr); opErr != nil {
+				return
+			}
+			v := 0
+			if on {
+				v = 1
+			}
+			opErr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, v)
+		})
+		if err != nil {
+			return err
+		}
+		return opErr
+	}
+	if err := persist(true); err != nil {
+		t.Fatalf("create tap %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := persist(false); err != nil {
+			t.Errorf("delete tap %s: %v", name, err)
+		}
+	})
 }

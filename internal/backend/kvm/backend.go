@@ -1,0 +1,35 @@
+package kvm
+
+import (
+	"github.com/ember-vmm/ember/internal/hypervisor"
+)
+
+// Name is the backend's --backend value.
+const Name = "kvm"
+
+func init() { hypervisor.Register(&Backend{}) }
+
+// Backend runs VMs on /dev/kvm in this process.
+type Backend struct{}
+
+// Name returns "kvm".
+func (*Backend) Name() string { return Name }
+
+// Capabilities reports what the built-in VMM implements today. Vsock, MMDS,
+// rate limiters, snapshots, pmem and memory hotplug are not implemented yet.
+func (*Backend) Capabilities() hypervisor.Capabilities {
+	return hypervisor.Capabilities{
+		Balloon:           true,
+		BalloonStats:      true,
+		FreePageReporting: true,
+		Entropy:           true,
+		HugePages:         true,
+		BootTimer:         true,
+		DrivePathUpdate:   true,
+		SendCtrlAltDel:    true,
+	}
+}
+
+func unavailable(reason string) error {
+	return &hypervisor.UnavailableError{Backend: Name, Reason: reason}
+}
