@@ -10,7 +10,11 @@
 // serializes them in, so echoed configuration is byte-identical.
 package vmconfig
 
-import "github.com/ember-vmm/ember/internal/strictjson"
+import (
+	"runtime"
+
+	"github.com/ember-vmm/ember/internal/strictjson"
+)
 
 // HugePages is the guest memory page configuration.
 type HugePages string
@@ -28,9 +32,14 @@ func (HugePages) SerdeVariants() []string { return []string{"None", "Transparent
 // StaticCPUTemplate is a deprecated named CPU template.
 type StaticCPUTemplate string
 
-// SerdeVariants lists the accepted values.
+// SerdeVariants lists the accepted values in the order Firecracker's
+// enum declares them for this architecture, which is the order its
+// "unknown variant" error lists them in.
 func (StaticCPUTemplate) SerdeVariants() []string {
-	return []string{"C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"}
+	if runtime.GOARCH == "arm64" {
+		return []string{"V1N1", "None"}
+	}
+	return []string{"C3", "T2", "T2S", "None", "T2CL", "T2A"}
 }
 
 // MachineConfig is the body of PUT /machine-config and its GET answer.
@@ -39,7 +48,7 @@ type MachineConfig struct {
 	VCPUCount       uint8              `json:"vcpu_count"`
 	MemSizeMiB      strictjson.Usize   `json:"mem_size_mib"`
 	SMT             bool               `json:"smt" serde:"default"`
-	CPUTemplate     *StaticCPUTemplate `json:"cpu_template" serde:"skip_if_none"`
+	CPUTemplate     *StaticCPUTemplate `json:"cpu_template" serde:"default,skip_if_none"`
 	TrackDirtyPages bool               `json:"track_dirty_pages" serde:"default"`
 	HugePages       HugePages          `json:"huge_pages" serde:"default"`
 }
@@ -53,12 +62,12 @@ func DefaultMachineConfig() MachineConfig {
 // into one with every field set but cpu_template.
 type MachineConfigUpdate struct {
 	_               struct{}           `serde:"name=MachineConfigUpdate"`
-	VCPUCount       *uint8             `json:"vcpu_count"`
-	MemSizeMiB      *strictjson.Usize  `json:"mem_size_mib"`
-	SMT             *bool              `json:"smt"`
-	CPUTemplate     *StaticCPUTemplate `json:"cpu_template"`
-	TrackDirtyPages *bool              `json:"track_dirty_pages"`
-	HugePages       *HugePages         `json:"huge_pages"`
+	VCPUCount       *uint8             `json:"vcpu_count" serde:"default"`
+	MemSizeMiB      *strictjson.Usize  `json:"mem_size_mib" serde:"default"`
+	SMT             *bool              `json:"smt" serde:"default"`
+	CPUTemplate     *StaticCPUTemplate `json:"cpu_template" serde:"default"`
+	TrackDirtyPages *bool              `json:"track_dirty_pages" serde:"default"`
+	HugePages       *HugePages         `json:"huge_pages" serde:"default"`
 }
 
 // Empty reports whether the update changes nothing.
