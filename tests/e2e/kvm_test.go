@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +38,7 @@ var kvmTests = []struct {
 	{"GuestReboot", TestGuestReboot},
 	{"GuestTripleFault", TestGuestTripleFault},
 	{"GuestPoweroff", TestGuestPoweroff},
+	{"Devices", kvmDevices},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -60,3 +66,50 @@ func TestKVM(t *testing.T) {
 		}
 	})
 }
+
+// kvmDevices checks, through the guest, the devices the kvm backend has and
+// the qemu backend has not (or not the same way): the entropy device with
+// Firecracker's feature set, the boot timer, and transparent huge pages
+// backing guest RAM inside ember itself.
+func kvmDevices(t *testing.T) {
+	t.Parallel()
+	a := requireVM(t)
+	e := startEmber(t, startOpts{args: []string{"--boot-timer"}})
+	e.mustAPI("PUT", "/machine-config", map[string]any{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "Transparent"}, http.StatusNoContent)
+	e.mustAPI("PUT", "/entropy", map[string]any{}, http.StatusNoContent)
+	e.putBootSource(a.Vmlinux, a.Initramfs, testguest.Script(`
+devmem 0xc0000000 8 123
+echo "EMBER-GUEST: rng $(cat /sys/class/misc/hw_random/rng_current) $(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+for d in /sys/bus/virtio/devices/*; do echo "EMBER-GUEST: virtio $(cat $d/device) $(cat $d/features)"; done
+`), testguest.End(testguest.EndWait))
+	e.action("InstanceStart")
+	e.waitLine(testguest.MarkerReady, bootTimeout)
+
+	if l := e.waitLine("Guest-boot-time = ", exitTimeout); !bootTimeLine.MatchString(l) {
+		t.Errorf("boot timer line %q is not Firecracker's format", l)
+	}
+	rng := strings.Fields(e.waitLine("EMBER-GUEST: rng ", exitTimeout))
+	if len(rng) != 4 || !strings.HasPrefix(rng[2], "virtio_rng") || len(rng[3]) != 32 {
+		t.Errorf("entropy device: %q, want virtio_rng and 16 random bytes", rng)
+	}
+	feats := strings.Fields(e.waitLine("EMBER-GUEST: virtio 0x0004 ", exitTimeout))
+	if want := strings.Repeat("0", 32) + "1" + strings.Repeat("0", 31); len(feats) != 4 || feats[3] != want {
+		t.Errorf("entropy features %q, want VERSION_1 only (%s)", feats, want)
+	}
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || !strings.Contains(string(mode), "[always]") && !strings.Contains(string(mode), "[madvise]") {
+		t.Logf("NOT CHECKING huge pages: transparent huge pages are off on this host (%q, %v)", mode, err)
+		return
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", e.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`AnonHugePages:\s+(\d+) kB`).FindStringSubmatch(string(b))
+	if m == nil || m[1] == "0" {
+		t.Errorf("huge_pages Transparent: ember's guest RAM has no transparent huge pages (%v)", m)
+	}
+}
+
+// bootTimeLine is Firecracker's boot timer log line.
+var bootTimeLine = regexp.MustCompile(`Guest-boot-time = +\d+ us \d+ ms, +\d+ CPU us \d+ CPU ms$`)
