@@ -367,5 +367,33 @@ func (rep *report) write(rows []row) error {
 	if err := os.MkdirAll(filepath.Dir(rep.cfg.docPath), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(rep.cfg.docPath, []byte(b.String()), 0o644)
+	prev, err := os.ReadFile(rep.cfg.docPath)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.WriteFile(rep.cfg.docPath, []byte(keepSections(string(prev), b.String())), 0o644)
+}
+
+// keptSections name the parts of docs/benchmarks.md that other tools
+// write, each between "<!-- name:begin -->" and "<!-- name:end -->" (the
+// kvm backend's benchmark runs inside an L1 VM from the e2e suite). A
+// rewrite carries them over rather than wiping them.
+var keptSections = []string{"kvm-bench"}
+
+// keepSections returns fresh with every kept section of prev that fresh
+// lacks appended at its end, byte for byte.
+func keepSections(prev, fresh string) string {
+	for _, name := range keptSections {
+		begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+		i := strings.Index(prev, begin)
+		if i < 0 || strings.Contains(fresh, begin) {
+			continue
+		}
+		j := strings.Index(prev[i:], end)
+		if j < 0 {
+			continue // unterminated: not ours to guess where it ends
+		}
+		fresh = strings.TrimRight(fresh, "\n") + "\n\n" + prev[i:i+j+len(end)] + "\n"
+	}
+	return fresh
 }

@@ -86,3 +86,24 @@ func TestShortKVM(t *testing.T) {
 		t.Errorf("shortKVM = %q", got)
 	}
 }
+
+func TestKeepSections(t *testing.T) {
+	section := "<!-- kvm-bench:begin -->\n## kvm\n\n| a | b |\n<!-- kvm-bench:end -->"
+	for _, tc := range []struct {
+		name, prev, fresh, want string
+	}{
+		{"no previous file", "", "# Report\n", "# Report\n"},
+		{"previous without section", "# Old\n", "# Report\n", "# Report\n"},
+		{"section carried over", "# Old\ntext\n\n" + section + "\n", "# Report\n", "# Report\n\n" + section + "\n"},
+		{"section mid-file", "# Old\n" + section + "\nmore old text\n", "# Report\n\n", "# Report\n\n" + section + "\n"},
+		{"fresh has its own", "# Old\n" + section + "\n", "# Report\n<!-- kvm-bench:begin -->new<!-- kvm-bench:end -->\n",
+			"# Report\n<!-- kvm-bench:begin -->new<!-- kvm-bench:end -->\n"},
+		{"unterminated left alone", "# Old\n<!-- kvm-bench:begin -->\nhalf", "# Report\n", "# Report\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := keepSections(tc.prev, tc.fresh); got != tc.want {
+				t.Errorf("keepSections:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}

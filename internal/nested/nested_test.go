@@ -236,7 +236,7 @@ func TestNestedQEMUBootsL2(t *testing.T) {
 		if testing.Short() {
 			t.Skip("SKIP (-short): boots L1 and an L2 inside it")
 		}
-		files = qemuFiles(t)
+		files = QEMUFiles(t)
 	}
 	opts := Options{Guest: true, Files: files}
 	Run(t, opts, func(t *testing.T, env *Env) {
@@ -285,52 +285,4 @@ func TestNestedQEMUBootsL2(t *testing.T) {
 		t.Logf("L2 Linux under KVM in L1: QEMU start to %q in %.2fs, powered off after %.2fs",
 			testguest.MarkerInit, toInit.Seconds(), time.Since(start).Seconds())
 	})
-}
-
-// qemuFiles lists what QEMU needs in L1: its binary, every shared library
-// ldd names (the loader included) and the microvm firmware.
-func qemuFiles(t *testing.T) map[string]string {
-	t.Helper()
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("SKIP LOUDLY: qemu-system-x86_64 not found; L2 boot NOT tested")
-	}
-	ldd, err := exec.LookPath("ldd")
-	if err != nil {
-		t.Skip("SKIP: no ldd to list QEMU's libraries; L2 boot NOT tested")
-	}
-	out, err := exec.Command(ldd, qemu).Output()
-	if err != nil {
-		t.Fatalf("ldd %s: %v", qemu, err)
-	}
-	files := map[string]string{"qemu/bin/qemu-system-x86_64": qemu}
-	loader := false
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		var p string
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			p = f[2]
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			p = f[0]
-		default:
-			continue
-		}
-		name := filepath.Base(p)
-		if strings.HasPrefix(name, "ld-linux") {
-			name, loader = "ld-linux-x86-64.so.2", true
-		}
-		files["qemu/lib/"+name] = p
-	}
-	if !loader {
-		t.Fatalf("ldd %s names no ld-linux loader:\n%s", qemu, out)
-	}
-	for _, fw := range []string{"bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin", "kvmvapic.bin"} {
-		p := filepath.Join("/usr/share/qemu", fw)
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("QEMU firmware: %v", err)
-		}
-		files["qemu/share/"+fw] = p
-	}
-	return files
 }
