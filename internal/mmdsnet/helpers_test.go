@@ -175,7 +175,6 @@ type client struct {
 	seq    uint32 // next sequence number to send
 	ack    uint32 // next byte expected from MMDS
 	window uint16
-	mss    uint16
 }
 
 func dial(t testing.TB, s *Stack, port uint16) *client {
