@@ -119,8 +119,10 @@ type ember struct {
 
 // startOpts say how to start ember.
 type startOpts struct {
-	args  []string // extra command-line arguments (--api-sock is always given)
-	netns string   // run inside this network namespace (ip netns exec)
+	// backend is --backend's value; "" is backendOf(t).
+	backend string
+	args    []string // extra command-line arguments (--api-sock and --backend are always given)
+	netns   string   // run inside this network namespace (ip netns exec)
 }
 
 // startEmber starts ember and waits until its API serves. The process (and
@@ -139,7 +141,11 @@ func startEmber(t *testing.T, o startOpts) *ember {
 func launch(t *testing.T, o startOpts) *ember {
 	t.Helper()
 	dir := t.TempDir()
-	e := &ember{t: t, backend: backendOf(t), dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
+	backend := o.backend
+	if backend == "" {
+		backend = backendOf(t)
+	}
+	e := &ember{t: t, backend: backend, dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
 	e.args = append([]string{"--api-sock", e.sock, "--backend", e.backend}, o.args...)
 	if o.netns != "" {
 		// ip netns exec execs the command without forking, so the pid

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,6 +40,7 @@ var kvmTests = []struct {
 	{"GuestTripleFault", TestGuestTripleFault},
 	{"GuestPoweroff", TestGuestPoweroff},
 	{"Devices", kvmDevices},
+	{"BadInput", kvmBadInput},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -113,3 +115,42 @@ for d in /sys/bus/virtio/devices/*; do echo "EMBER-GUEST: virtio $(cat $d/device
 
 // bootTimeLine is Firecracker's boot timer log line.
 var bootTimeLine = regexp.MustCompile(`Guest-boot-time = +\d+ us \d+ ms, +\d+ CPU us \d+ CPU ms$`)
+
+// kvmBadInput: boot inputs the kvm backend's loader refuses answer
+// InstanceStart with a 400 and Firecracker's text, and the same process
+// then boots a good configuration.
+func kvmBadInput(t *testing.T) {
+	t.Parallel()
+	a := requireVM(t)
+	e := startEmber(t, startOpts{})
+	start := func() (int, string) {
+		return e.api("PUT", "/actions", map[string]string{"action_type": "InstanceStart"})
+	}
+	for _, tc := range []struct {
+		name   string
+		memMiB int
+		initrd string
+		want   string
+	}{
+		{"initrd does not fit", 96, a.Rootfs,
+			"Start microvm error: Error with initrd initialization: Failed to compute the initrd address.."},
+		{"memory too small for the kernel", 8, "",
+			"Start microvm error: System configuration error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Kernel Loader: memory to load kernel image is not enough"},
+	} {
+		e.putMachine(tc.memMiB)
+		e.putBootSource(a.Vmlinux, tc.initrd)
+		code, body := start()
+		var fault struct {
+			FaultMessage string `json:"fault_message"`
+		}
+		if err := json.Unmarshal([]byte(body), &fault); code != http.StatusBadRequest || err != nil || fault.FaultMessage != tc.want {
+			t.Errorf("%s: InstanceStart answered %d %s, want 400 with %q", tc.name, code, body, tc.want)
+		}
+		if got := e.instanceState(); got != "Not started" {
+			t.Errorf("%s: state %q after a refused start", tc.name, got)
+		}
+	}
+	e.boot(a, 128, testguest.End(testguest.EndReboot))
+	e.waitLine(testguest.MarkerReady, bootTimeout)
+	e.wantExit(0, bootTimeout)
+}

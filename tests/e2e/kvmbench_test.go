@@ -8,8 +8,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,7 +188,7 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 // benchBoot boots the test guest once with backend and measures it.
 func benchBoot(t *testing.T, g testguest.Assets, backend string, args []string) benchSample {
 	t.Helper()
-	e := startBackend(t, backend, args)
+	e := startEmber(t, startOpts{backend: backend, args: args})
 	e.putMachine(benchMemMiB)
 	e.putBootSource(g.Vmlinux, g.Initramfs, testguest.End(testguest.EndWait))
 	start := time.Now()
@@ -225,55 +223,6 @@ func benchBoot(t *testing.T, g testguest.Assets, backend string, args []string) 
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// startBackend starts ember with --backend backend (launch takes the
-// backend from the test's name) and waits until its API serves. Like
-// startEmber's, the process and what it started end with the test.
-func startBackend(t *testing.T, backend string, extra []string) *ember {
-	t.Helper()
-	dir := t.TempDir()
-	e := &ember{t: t, backend: backend, dir: dir, sock: filepath.Join(dir, "api.sock"), done: make(chan struct{})}
-	e.args = append([]string{"--api-sock", e.sock, "--backend", backend}, extra...)
-	e.cmd = exec.Command(emberBin, e.args...)
-	e.cmd.Dir = dir
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.stderrPath = filepath.Join(dir, "ember.stderr")
-	errf, err := os.Create(e.stderrPath)
-	if err != nil {
-		r.Close()
-		w.Close()
-		t.Fatal(err)
-	}
-	e.cmd.Stdout, e.cmd.Stderr = w, errf
-	err = e.cmd.Start()
-	w.Close()
-	errf.Close()
-	if err != nil {
-		r.Close()
-		t.Fatalf("start ember %q: %v", e.args, err)
-	}
-	e.pid = e.cmd.Process.Pid
-	e.stdoutR = r
-	e.con = testguest.NewConsole(r)
-	go func() {
-		e.cmd.Wait()
-		e.state = e.cmd.ProcessState
-		close(e.done)
-	}()
-	e.client = &http.Client{
-		Timeout: apiTimeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", e.sock)
-		}},
-	}
-	t.Cleanup(e.stop)
-	e.waitLine(lineAPIStarted, startTimeout)
-	return e
-}
 
 // rssKiB is a process's resident memory (smaps_rollup's Rss, the sum the
 // per-mapping figures below are taken from).
