@@ -142,7 +142,7 @@ func TestBootLinux(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				if tc.vcpus > 1 && env.Nested && os.Getenv("EMBER_KVM_SMP") == "" {
-					t.Skip("SKIPPING the 2-vCPU boot inside L1: on this loaded TCG host some such boots stall mid-boot (the L2 guest, "+
+					t.Skip("SKIPPING the 2-vCPU boot inside L1: on this loaded TCG host some such boots stall mid-boot (the L2 guest, " +
 						"or all of L1 with it) under nested SVM, not yet explained; set EMBER_KVM_SMP=1 to run it. On a KVM host it always runs.")
 				}
 				spec := &hypervisor.Spec{
