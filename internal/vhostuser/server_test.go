@@ -606,3 +606,42 @@ func TestMemoryBounds(t *testing.T) {
 		t.Errorf("overlapping regions = %v", err)
 	}
 }
+
+func TestConfigChange(t *testing.T) {
+	dev := newFakeDevice(1)
+	cl := startServer(t, dev)
+	tr := &transport{s: cl.srv}
+	if err := tr.ChangeConfig(func() {}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("ChangeConfig without a backend channel = %v", err)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[0])
+	cl.send(ReqSetProtocolFeatures, u64(1<<ProtoBackendReq|1<<ProtoConfig|1<<ProtoReplyAck))
+	r := cl.call(ReqSetBackendReqFd, flagNeedReply, nil, pair[1])
+	unix.Close(pair[1])
+	if string(r) != string(u64(0)) {
+		t.Fatalf("SET_BACKEND_REQ_FD ack = %x", r)
+	}
+	if err := tr.ChangeConfig(func() {
+		dev.mu.Lock()
+		copy(dev.cfg[:], "NEW")
+		dev.mu.Unlock()
+	}); err != nil {
+		t.Fatalf("ChangeConfig: %v", err)
+	}
+	var msg [headerSize]byte
+	unix.SetNonblock(pair[0], false)
+	if n, err := unix.Read(pair[0], msg[:]); err != nil || n != headerSize {
+		t.Fatalf("backend channel read %d, %v", n, err)
+	}
+	if want := rawMsg(Request(backendConfigChange), version, nil); string(msg[:]) != string(want) {
+		t.Errorf("backend message %x, want %x", msg, want)
+	}
+	got := cl.call(ReqGetConfig, 0, configBody(config{Size: 5}, make([]byte, 5)))
+	if string(got[configHdrSize:]) != "NEWer" {
+		t.Errorf("config after the change = %q", got[configHdrSize:])
+	}
+}
