@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/testguest"
@@ -88,14 +85,7 @@ func TestQEMUBlock(t *testing.T) {
 	}
 	defer dev.Close()
 
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours := os.NewFile(uintptr(fds[0]), "vhost-user")
-	theirs := os.NewFile(uintptr(fds[1]), "vhost-user-qemu")
-	c, err := net.FileConn(ours)
-	ours.Close()
+	c, theirs, err := SocketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +94,7 @@ func TestQEMUBlock(t *testing.T) {
 	defer cancel()
 	served := make(chan error, 1)
 	go func() {
-		err := srv.Serve(ctx, c.(*net.UnixConn))
+		err := srv.Serve(ctx, c)
 		if err != nil {
 			cancel() // ends QEMU, so the test fails now rather than at its timeout
 		}

@@ -26,6 +26,10 @@
 // When Serve returns, the device is reset, every eventfd is closed and
 // guest memory is unmapped.
 //
+// Queue sizes up to MaxQueueSize are accepted whatever the device model's
+// own maximum, since the front-end's transport decides what the driver
+// sees.
+//
 // Limits: a queue resumes only at index 0 (virtio.Queue cannot be
 // positioned), so a front-end that stops and restarts a running device
 // without a reset (QEMU's stop/cont) gets ErrUnsupported at restart. Dirty
