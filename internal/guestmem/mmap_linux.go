@@ -31,6 +31,11 @@ func mapRegion(r Region, o Options) (mapped, error) {
 			flags |= unix.MAP_HUGETLB | 21<<unix.MAP_HUGE_SHIFT
 		}
 	}
+	if o.HugePages == HugePages2M {
+		// Reserve the huge pages now: without a reservation a short pool
+		// shows only when the guest touches the memory, as a fault.
+		flags &^= unix.MAP_NORESERVE
+	}
 	mem, err := unix.Mmap(fd, 0, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
 		if fd >= 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/ember-vmm/ember/internal/virtio/blk"
 	"github.com/ember-vmm/ember/internal/virtio/net"
 	"github.com/ember-vmm/ember/internal/virtio/rng"
+	"golang.org/x/sys/unix"
 )
 
 // machine is one VM. Its run state (started, paused, stopping, parked) is
@@ -207,6 +208,10 @@ func (m *machine) setupMemory() error {
 		opts.HugePages = guestmem.HugePages2M
 	}
 	if m.mem, err = guestmem.New(layout, opts); err != nil {
+		if opts.HugePages == guestmem.HugePages2M && errors.Is(err, unix.ENOMEM) {
+			return fmt.Errorf("huge_pages 2M: the guest needs %d free 2 MiB huge pages and the host has fewer (raise vm.nr_hugepages): %w",
+				m.spec.MemMiB/2, err)
+		}
 		return fmt.Errorf("cannot allocate guest memory: %w", err)
 	}
 	for i, r := range m.mem.Regions() {
