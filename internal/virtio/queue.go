@@ -95,6 +95,22 @@ func (q *Queue) Activate(mem Memory, eventIdx bool) error {
 	return nil
 }
 
+// Position returns where the device is in the rings: the next available
+// slot it will take and the next used slot it will fill, both free-running
+// as the ring indices are. A vhost-user GET_VRING_BASE or a snapshot
+// records it.
+func (q *Queue) Position() (nextAvail, nextUsed uint16) { return q.nextAvail, q.nextUsed }
+
+// SetPosition makes a queue just activated continue from a recorded
+// position rather than from 0 (vhost-user SET_VRING_BASE after a stop,
+// snapshot restore). Call it after Activate and before the device uses
+// the queue; used elements before nextUsed count as published.
+func (q *Queue) SetPosition(nextAvail, nextUsed uint16) {
+	q.nextAvail, q.nextUsed = nextAvail, nextUsed
+	q.published, q.signalled = nextUsed, nextUsed
+	q.lastPopped = false
+}
+
 // Active reports whether Activate succeeded since the last reset.
 func (q *Queue) Active() bool { return q.mem != nil }
 
