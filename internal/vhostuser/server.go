@@ -30,11 +30,8 @@
 // own maximum, since the front-end's transport decides what the driver
 // sees.
 //
-// Limits: a queue resumes only at index 0 (virtio.Queue cannot be
-// positioned), so a front-end that stops and restarts a running device
-// without a reset (QEMU's stop/cont) gets ErrUnsupported at restart. Dirty
-// logging (migration), IOTLB, inflight tracking and memory slots are not
-// offered.
+// Limits: dirty logging (migration), IOTLB, inflight tracking and memory
+// slots are not offered.
 package vhostuser
 
 import (
@@ -520,14 +517,20 @@ func (s *Server) activate() error {
 		if !r.addrSet || r.num == 0 {
 			return fmt.Errorf("%w: queue %d started without its size and addresses", ErrProtocol, i)
 		}
-		if r.base != 0 {
-			return fmt.Errorf("%w: queue %d resuming at index %d", ErrUnsupported, i, r.base)
-		}
 		q := virtio.NewQueue(max(s.maxSizes[i], uint16(r.num)))
 		q.Size, q.Ready = uint16(r.num), true
 		q.DescTable, q.AvailRing, q.UsedRing = r.desc, r.avail, r.used
 		if err := q.Activate(s.mem, s.features&virtio.Bit(virtio.FeatureRingEventIdx) != 0); err != nil {
 			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		if r.base != 0 {
+			// Resuming after a stop: the driver's used index says how far
+			// completions went (ember's devices finish what they take).
+			used, err := s.mem.Load16(q.UsedRing + 2)
+			if err != nil {
+				return fmt.Errorf("queue %d: %w", i, err)
+			}
+			q.SetPosition(r.base, used)
 		}
 		queues[i] = q
 		any = true
@@ -576,25 +579,10 @@ func (s *Server) deactivate() {
 }
 
 // position is the index of the next available entry the stopped device
-// would have taken: avail.idx less what it left pending.
+// would have taken.
 func (s *Server) position(q *virtio.Queue) uint16 {
-	for range 8 {
-		a, err := s.mem.Load16(q.AvailRing + 2)
-		if err != nil {
-			break
-		}
-		n, err := q.Pending()
-		if err != nil {
-			break
-		}
-		if b, _ := s.mem.Load16(q.AvailRing + 2); a == b {
-			return a - n
-		}
-	}
-	// A broken queue: where the device got to is where it last completed,
-	// as ember's devices complete every chain they take.
-	used, _ := s.mem.Load16(q.UsedRing + 2)
-	return used
+	avail, _ := q.Position()
+	return avail
 }
 
 // stopRing stops queue i's notifications: the kick eventfd is closed and

@@ -464,15 +464,35 @@ func TestQueueRoundTrip(t *testing.T) {
 			if dev.activation() != nil || dev.resets == 0 {
 				t.Error("GET_VRING_BASE left the device running")
 			}
-			// Restarting at a nonzero index is not supported yet.
-			ack(ReqSetVringBase, state(0, 0))
+			// Restarting at that base takes the requests left behind, and
+			// the used ring continues where it stopped.
+			base := binary.LittleEndian.Uint32(b[4:])
+			ack(ReqSetVringBase, state(0, base))
 			kfd2 := eventfd(t)
 			ack(ReqSetVringKick, u64(0), kfd2)
 			if status {
 				ack(ReqSetStatus, u64(uint64(virtio.StatusDriverOK)))
 			}
 			if dev.activation() == nil || dev.acts != 2 {
-				t.Errorf("no second activation (%d)", dev.acts)
+				t.Fatalf("no second activation (%d)", dev.acts)
+			}
+			kick(t, kfd2)
+			for i := base; i < 5; i++ {
+				select {
+				case got := <-dev.done:
+					if want := []uint16{3, 5, 1, 6, 7}[i]; got != want {
+						t.Fatalf("after restart the device completed %d, want %d", got, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("request %d never completed after restart at %d", i, base)
+				}
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for binary.LittleEndian.Uint16(g.at(usedGPA+2)) != 5 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if idx := binary.LittleEndian.Uint16(g.at(usedGPA + 2)); idx != 5 {
+				t.Errorf("used.idx = %d after restart, want 5", idx)
 			}
 		})
 	}
