@@ -325,3 +325,26 @@ func bucketConfig(b *TokenBucket) *vmconfig.TokenBucketConfig {
 	}
 	return c
 }
+
+// Allow takes ops operations and bytes bytes for one request, as a device
+// model asks (virtio.Limiter): ops first, then bytes, giving the ops back if
+// the bytes do not fit, as Firecracker's devices do. When the request may
+// not proceed it returns how long to wait before asking again.
+func (l *Limiter) Allow(ops, bytes uint64) (ok bool, wait time.Duration) {
+	if ops > 0 && !l.Consume(ops, Ops) {
+		return false, l.retryAtLeastOnce()
+	}
+	if bytes > 0 && !l.Consume(bytes, Bytes) {
+		if ops > 0 {
+			l.ManualReplenish(ops, Ops)
+		}
+		return false, l.retryAtLeastOnce()
+	}
+	return true, 0
+}
+
+// retryAtLeastOnce is RetryAfter, never zero: a refused request always
+// waits a little, so a device cannot spin on a limiter that just unblocked.
+func (l *Limiter) retryAtLeastOnce() time.Duration {
+	return max(l.RetryAfter(), time.Millisecond)
+}

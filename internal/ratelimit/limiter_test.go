@@ -479,3 +479,33 @@ func BenchmarkRefill(b *testing.B) {
 		tb.refill()
 	}
 }
+
+func TestAllow(t *testing.T) {
+	clk := &FakeClock{}
+	ms := func(n uint64) *vmconfig.TokenBucketConfig {
+		return &vmconfig.TokenBucketConfig{Size: n, RefillTime: 1000}
+	}
+	l := New(&vmconfig.RateLimiterConfig{Bandwidth: ms(1000), Ops: ms(2)}, Options{Clock: clk})
+	if ok, wait := l.Allow(1, 600); !ok || wait != 0 {
+		t.Fatalf("first request: %v %v", ok, wait)
+	}
+	// The bytes do not fit: refused, and the op is given back.
+	ok, wait := l.Allow(1, 600)
+	if ok || wait <= 0 {
+		t.Fatalf("over budget: %v %v", ok, wait)
+	}
+	if b := l.State().Ops.Budget; b != 1 {
+		t.Errorf("ops budget %d after a refused request, want 1 (the op given back)", b)
+	}
+	// 400 bytes were left and 100 come back every 100 ms: the request
+	// fits once 200 ms have passed, retried as each wait ends.
+	var waited time.Duration
+	for ok = false; !ok && waited < time.Second; {
+		clk.Advance(wait)
+		waited += wait
+		ok, wait = l.Allow(1, 600)
+	}
+	if !ok || waited != 200*time.Millisecond {
+		t.Errorf("allowed %v after %v, want after 200ms", ok, waited)
+	}
+}
