@@ -72,6 +72,7 @@ type guest struct {
 	cond      *sync.Cond
 	socks     map[gkey]*gsock
 	listeners map[uint32]chan *gsock
+	silent    map[uint32]bool // ports whose REQUESTs go unanswered
 	out       []outPkt
 	nextPort  uint32
 	creditBad []string // credit violations by the device
@@ -88,7 +89,7 @@ func newGuest(t testing.TB, d *Device, split bool) *guest {
 		t: t, mem: mem, d: d, tr: vt.NewTransport(), split: split,
 		rx: vt.NewVQ(mem, alloc, 256), tx: vt.NewVQ(mem, alloc, 256), ev: vt.NewVQ(mem, alloc, 8),
 		rxHead: map[uint16]int{}, txHead: map[uint16]int{},
-		socks: map[gkey]*gsock{}, listeners: map[uint32]chan *gsock{},
+		socks: map[gkey]*gsock{}, listeners: map[uint32]chan *gsock{}, silent: map[uint32]bool{},
 		nextPort: 50000,
 		stop:     make(chan struct{}), done: make(chan struct{}),
 	}
@@ -264,6 +265,10 @@ func (g *guest) receive(h Header, data []byte) {
 				default:
 					g.t.Errorf("listener %d backlog full", h.DstPort)
 				}
+				return
+			}
+			if g.silent[h.DstPort] {
+				g.stray = append(g.stray, h)
 				return
 			}
 			g.out = append(g.out, outPkt{Header{SrcCID: testCID, DstCID: HostCID, SrcPort: h.DstPort, DstPort: h.SrcPort, Type: TypeStream, Op: OpRst}, nil})

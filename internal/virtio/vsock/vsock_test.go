@@ -722,3 +722,41 @@ func TestDeviceBasics(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRequestTimeout: a REQUEST the guest never answers arms a 2 s kill
+// timer; as in Firecracker, expired connections are swept when the next
+// connection is added, and the guest then gets an RST.
+func TestRequestTimeout(t *testing.T) {
+	d, path := newDevice(t)
+	g := newGuest(t, d, false)
+	g.mu.Lock()
+	g.silent[60] = true
+	g.mu.Unlock()
+	l := g.listen(52)
+	first := make(chan error, 1)
+	go func() { _, _, _, err := hostConnect(t, path, 60); first <- err }()
+	vt.Wait(t, 5*time.Second, "REQUEST", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.stray) == 1
+	})
+	time.Sleep(ConnRequestTimeout + 100*time.Millisecond)
+	if d.Metrics().ConnsKilled != 0 {
+		t.Fatal("killed before a connection was added")
+	}
+	if _, _, _, err := hostConnect(t, path, 52); err != nil {
+		t.Fatal(err)
+	}
+	g.accept(l)
+	if err := <-first; err != io.EOF {
+		t.Fatalf("unanswered host connection: %v, want EOF", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.stray) != 2 || g.stray[1].Op != OpRst || g.stray[1].SrcPort != LocalPortFirst {
+		t.Fatalf("guest saw %v", g.stray)
+	}
+	if m := d.Metrics(); m.ConnsKilled != 1 || m.ConnsRemoved != 1 {
+		t.Fatalf("metrics %+v", m)
+	}
+}
