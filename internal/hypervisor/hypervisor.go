@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/ember-vmm/ember/internal/logger"
+	"github.com/ember-vmm/ember/internal/metrics"
 )
 
 // ErrNotSupported is returned (wrapped) when a backend lacks a capability.
@@ -113,6 +114,9 @@ type Env struct {
 	// Options are backend-specific settings from the command line
 	// (for example "qemu-binary").
 	Options map[string]string
+	// Metrics, if not nil, are the process's metrics, where device models
+	// count what Firecracker's devices count (mmds, rate limiter events).
+	Metrics *metrics.Metrics
 }
 
 // Machine is a built VM.

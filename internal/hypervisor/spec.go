@@ -1,6 +1,10 @@
 package hypervisor
 
-import "os"
+import (
+	"os"
+
+	"github.com/ember-vmm/ember/internal/strictjson"
+)
 
 // Spec is the backend-neutral description of one VM, built by the controller
 // from the pre-boot configuration at InstanceStart. Devices appear in
@@ -28,6 +32,11 @@ type Spec struct {
 	Entropy *Entropy
 	// MemoryHotplug configures a virtio-mem device.
 	MemoryHotplug *MemoryHotplug
+
+	// MMDSData is the metadata store the interfaces with MMDS answer from;
+	// nil when no interface has MMDS. It is live: PUT and PATCH /mmds after
+	// boot change what the guest reads.
+	MMDSData MMDSData
 
 	// BootTimer attaches Firecracker's boot-timer MMIO device.
 	BootTimer bool
@@ -102,6 +111,12 @@ type Net struct {
 	TxLimiter *RateLimiter
 	// MMDS is set when the metadata service answers on this interface.
 	MMDS *MMDS
+}
+
+// MMDSData is read access to the metadata store (package mmds), safe to
+// call from device goroutines.
+type MMDSData interface {
+	Value() strictjson.Value
 }
 
 // MMDS is the metadata service configuration of an interface.

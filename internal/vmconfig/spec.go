@@ -123,6 +123,7 @@ func (r *Resources) Spec(id string) (*hypervisor.Spec, error) {
 		if n.mmds != nil && r.mmds != nil {
 			version, compat := r.mmds.Config()
 			hn.MMDS = &hypervisor.MMDS{Version: version, IPv4: n.mmds.String(), IMDSCompat: compat}
+			s.MMDSData = r.mmds
 		}
 		s.Nets = append(s.Nets, hn)
 	}

@@ -344,7 +344,7 @@ func (c *Controller) runtime(ctx context.Context, a Action) (any, error) {
 	case UpdateDrive:
 		return nil, wrap("Drive config error", c.updateDrive(ctx, a.Config))
 	case UpdateNet:
-		return nil, wrap("Network config error", c.updateNet(a.Config))
+		return nil, wrap("Network config error", c.updateNet(ctx, a.Config))
 	case UpdatePmem:
 		return nil, wrap("Pmem config error", c.updatePmem(a.Config))
 	case InsertDrive, InsertNet, InsertPmem, HotUnplug:
@@ -490,6 +490,7 @@ func (c *Controller) start(ctx context.Context) error {
 		Console:    console,
 		RuntimeDir: c.cfg.RuntimeDir,
 		Options:    c.cfg.BackendOptions,
+		Metrics:    c.cfg.Metrics,
 	}
 	if console.stdin && c.cfg.Stdin != nil {
 		env.ConsoleIn = c.cfg.Stdin
@@ -777,19 +778,40 @@ func (c *Controller) updateDrive(ctx context.Context, u vmconfig.BlockDeviceUpda
 		c.cfg.Metrics.Block(u.DriveID).UpdateCount.Inc()
 	}
 	if u.RateLimiter != nil {
-		return errors.New("Unable to patch the block device: " + hypervisor.Unsupported(c.res.Backend, "rate limiters on drives").Error() + suffix)
+		up, ok := c.machine.(rateLimiterUpdater)
+		if !ok || !c.res.Caps.BlockRateLimiter {
+			return errors.New("Unable to patch the block device: " + hypervisor.Unsupported(c.res.Backend, "rate limiters on drives").Error() + suffix)
+		}
+		if err := up.UpdateDriveRateLimiter(ctx, u.DriveID, u.RateLimiter); err != nil {
+			return errors.New("Unable to patch the block device: " + err.Error() + suffix)
+		}
 	}
 	return nil
 }
 
-func (c *Controller) updateNet(u vmconfig.NetworkInterfaceUpdateConfig) error {
+// rateLimiterUpdater is a machine whose devices' rate limiters change while
+// the guest runs (PATCH /drives, PATCH /network-interfaces). A nil limiter,
+// or a nil bucket in one, keeps what the device has.
+type rateLimiterUpdater interface {
+	UpdateDriveRateLimiter(ctx context.Context, driveID string, rl *vmconfig.RateLimiterConfig) error
+	UpdateNetRateLimiters(ctx context.Context, ifaceID string, rx, tx *vmconfig.RateLimiterConfig) error
+}
+
+func (c *Controller) updateNet(ctx context.Context, u vmconfig.NetworkInterfaceUpdateConfig) error {
 	if !c.res.HasNet(u.IfaceID) {
 		return errors.New("Unable to update the net device: " + ErrDeviceNotFound.Error())
 	}
 	if u.RxRateLimiter == nil && u.TxRateLimiter == nil {
 		return nil
 	}
-	return errors.New("Unable to update the net device: " + hypervisor.Unsupported(c.res.Backend, "rate limiters on network interfaces").Error())
+	up, ok := c.machine.(rateLimiterUpdater)
+	if !ok || !c.res.Caps.NetRateLimiter {
+		return errors.New("Unable to update the net device: " + hypervisor.Unsupported(c.res.Backend, "rate limiters on network interfaces").Error())
+	}
+	if err := up.UpdateNetRateLimiters(ctx, u.IfaceID, u.RxRateLimiter, u.TxRateLimiter); err != nil {
+		return errors.New("Unable to update the net device: " + err.Error())
+	}
+	return nil
 }
 
 func (c *Controller) updatePmem(u vmconfig.PmemDeviceUpdateConfig) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,6 +44,8 @@ var kvmTests = []struct {
 	{"Devices", kvmDevices},
 	{"BadInput", kvmBadInput},
 	{"HugePages2M", kvmHugePages2M},
+	{"MMDS", kvmMMDS},
+	{"DriveRateLimiter", kvmDriveRateLimiter},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -210,4 +213,112 @@ func hugePagesFreeHere(t *testing.T) int {
 	}
 	n, _ := strconv.Atoi(string(m[1]))
 	return n
+}
+
+// kvmMMDS: the guest reads the metadata service over its interface, V1
+// without a token and V2 with one (refused without or with a bad one), and
+// sees PATCH /mmds made while it runs.
+func kvmMMDS(t *testing.T) {
+	for _, version := range []string{"V1", "V2"} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			a := requireVM(t)
+			ns := newNetns(t)
+			tap := "mmdstap" + version // L1 runs both in one namespace
+			addTap(t, ns, tap)
+			ip(t, "-n", ns, "link", "set", tap, "up")
+			e := startEmber(t, startOpts{netns: ns})
+			e.mustAPI("PUT", "/network-interfaces/eth0", map[string]string{
+				"iface_id": "eth0", "host_dev_name": tap, "guest_mac": "06:00:ac:10:00:02",
+			}, http.StatusNoContent)
+			e.mustAPI("PUT", "/mmds/config", map[string]any{"version": version, "network_interfaces": []string{"eth0"}}, http.StatusNoContent)
+			e.mustAPI("PUT", "/mmds", map[string]any{"latest": map[string]any{"meta-data": map[string]any{"ami-id": "ami-12345678"}}}, http.StatusNoContent)
+			// nc sends the token PUT (busybox wget cannot PUT); wget the GETs.
+			e.boot(a, 128, testguest.Net("169.254.0.2/16"), testguest.Script(`
+M=169.254.169.254
+tok=$(printf 'PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n' | timeout 3 nc $M 80 | tail -n 1)
+echo "EMBER-GUEST: token ${#tok}"
+get() { r=$(wget -q -O - --header "X-metadata-token: $1" http://$M/latest/meta-data/ami-id 2>&1); echo "$r rc=$?"; }
+echo "EMBER-GUEST: with-token $(get "$tok")"
+echo "EMBER-GUEST: bad-token $(get "not-a-token")"
+r=$(wget -q -O - http://$M/latest/meta-data/ami-id 2>&1)
+echo "EMBER-GUEST: no-token $r rc=$?"
+(for i in $(seq 1 120); do echo "EMBER-GUEST: poll $(get "$tok")"; sleep 0.5; done) &
+`), testguest.End(testguest.EndWait))
+			e.waitLine(testguest.MarkerReady, bootTimeout)
+			if l := e.waitLine("EMBER-GUEST: token ", exitTimeout); l == "EMBER-GUEST: token 0" {
+				t.Errorf("no token from PUT /latest/api/token: %q", l)
+			}
+			want := map[string]string{"with-token": "ami-12345678 rc=0"}
+			if version == "V1" {
+				want["bad-token"], want["no-token"] = "ami-12345678 rc=0", "ami-12345678 rc=0"
+			} else {
+				want["bad-token"], want["no-token"] = "401 rc=1", "401 rc=1"
+			}
+			for k, w := range want {
+				l := e.waitLine("EMBER-GUEST: "+k+" ", exitTimeout)
+				got := strings.TrimPrefix(l, "EMBER-GUEST: "+k+" ")
+				if w == "401 rc=1" {
+					if !strings.Contains(got, "401") || !strings.HasSuffix(got, "rc=1") {
+						t.Errorf("%s %s: %q, want a 401 refusal", version, k, got)
+					}
+				} else if got != w {
+					t.Errorf("%s %s: %q, want %q", version, k, got, w)
+				}
+			}
+			e.mustAPI("PATCH", "/mmds", map[string]any{"latest": map[string]any{"meta-data": map[string]any{"ami-id": "ami-patched"}}}, http.StatusNoContent)
+			e.waitLine("EMBER-GUEST: poll ami-patched rc=0", bootTimeout)
+		})
+	}
+}
+
+// kvmDriveRateLimiter: a drive limited to 1 MiB/s holds the guest's direct
+// writes to that rate (±10 %), and a PATCH to 2 MiB/s while the guest runs
+// takes effect for the next writes.
+func kvmDriveRateLimiter(t *testing.T) {
+	t.Parallel()
+	a := requireVM(t)
+	dir := t.TempDir()
+	e := startEmber(t, startOpts{})
+	// 256 KiB every 250 ms: 1 MiB/s, with a bucket small next to the
+	// 8 MiB written, so the initial full bucket hardly counts.
+	bucket := func(size uint64) map[string]any {
+		return map[string]any{"bandwidth": map[string]any{"size": size, "refill_time": 250}}
+	}
+	e.mustAPI("PUT", "/drives/scratch", map[string]any{
+		"drive_id": "scratch", "path_on_host": writeFile(t, filepath.Join(dir, "scratch.img"), make([]byte, 16<<20)),
+		"is_root_device": false, "is_read_only": false, "rate_limiter": bucket(256 << 10),
+	}, http.StatusNoContent)
+	e.boot(a, 128, testguest.Script(`
+for i in 1 2 3 4; do
+	s=$(cut -d' ' -f1 /proc/uptime)
+	dd if=/dev/zero of=/dev/vda bs=64k count=128 oflag=direct 2>/dev/null
+	echo "EMBER-GUEST: write $i $s $(cut -d' ' -f1 /proc/uptime)"
+done
+`), testguest.End(testguest.EndWait))
+	const mib = 1 << 20
+	rate := func(n int) float64 {
+		l := e.waitLine(fmt.Sprintf("EMBER-GUEST: write %d ", n), bootTimeout)
+		f := strings.Fields(l)
+		if len(f) != 5 {
+			t.Fatalf("no timing in %q", l)
+		}
+		start, err1 := strconv.ParseFloat(f[3], 64)
+		end, err2 := strconv.ParseFloat(f[4], 64)
+		if err1 != nil || err2 != nil || end <= start {
+			t.Fatalf("bad timing in %q", l)
+		}
+		return 8 * mib / (end - start) / mib
+	}
+	check := func(what string, got, want float64) {
+		if got < want*0.9 || got > want*1.1 {
+			t.Errorf("%s: the guest wrote at %.2f MiB/s, want %.2f ±10 %%", what, got, want)
+		} else {
+			t.Logf("%s: %.2f MiB/s (limit %.2f)", what, got, want)
+		}
+	}
+	check("limited to 1 MiB/s", rate(1), 1)
+	e.mustAPI("PATCH", "/drives/scratch", map[string]any{"drive_id": "scratch", "rate_limiter": bucket(512 << 10)}, http.StatusNoContent)
+	rate(2) // straddles the PATCH
+	check("patched to 2 MiB/s", rate(3), 2)
 }

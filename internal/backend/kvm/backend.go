@@ -15,18 +15,22 @@ type Backend struct{}
 // Name returns "kvm".
 func (*Backend) Name() string { return Name }
 
-// Capabilities reports what the built-in VMM implements today. Vsock, MMDS,
-// rate limiters, snapshots, pmem and memory hotplug are not implemented yet.
+// Capabilities reports what the built-in VMM implements today. Vsock,
+// snapshots, pmem and memory hotplug are not implemented yet.
 func (*Backend) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
-		Balloon:           true,
-		BalloonStats:      true,
-		FreePageReporting: true,
-		Entropy:           true,
-		HugePages:         true,
-		BootTimer:         true,
-		DrivePathUpdate:   true,
-		SendCtrlAltDel:    true,
+		MMDS:               true,
+		NetRateLimiter:     true,
+		BlockRateLimiter:   true,
+		EntropyRateLimiter: true,
+		Balloon:            true,
+		BalloonStats:       true,
+		FreePageReporting:  true,
+		Entropy:            true,
+		HugePages:          true,
+		BootTimer:          true,
+		DrivePathUpdate:    true,
+		SendCtrlAltDel:     true,
 	}
 }
 

@@ -3,13 +3,17 @@
 package kvm
 
 import (
+	"errors"
 	"fmt"
 	gonet "net"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
 	kvmsys "github.com/ember-vmm/ember/internal/kvm"
+	"github.com/ember-vmm/ember/internal/mmdsnet"
+	"github.com/ember-vmm/ember/internal/ratelimit"
 	"github.com/ember-vmm/ember/internal/syserr"
 	"github.com/ember-vmm/ember/internal/virtio"
 	"github.com/ember-vmm/ember/internal/virtio/balloon"
@@ -52,11 +56,12 @@ func (m *machine) attachDevices() error {
 		if d.Cache == hypervisor.CacheWriteback {
 			cache = blk.Writeback
 		}
-		dev, err := blk.Open(d.PathOnHost, blk.Config{ID: d.ID, ReadOnly: d.ReadOnly, Cache: cache, Log: m.log})
+		lim := m.limiter(d.RateLimiter)
+		dev, err := blk.Open(d.PathOnHost, blk.Config{ID: d.ID, ReadOnly: d.ReadOnly, Cache: cache, Limiter: lim, Log: m.log})
 		if err != nil {
 			return fmt.Errorf("Unable to create the virtio block device: %s", syserr.Display(err))
 		}
-		m.drives = append(m.drives, driveDev{id: d.ID, dev: dev})
+		m.drives = append(m.drives, driveDev{id: d.ID, dev: dev, limiter: lim})
 		if err := m.attachVirtio(dev, dev); err != nil {
 			return err
 		}
@@ -69,7 +74,16 @@ func (m *machine) attachDevices() error {
 		if err != nil {
 			return fmt.Errorf("cannot duplicate the tap of interface %s: %w", n.ID, err)
 		}
-		cfg := net.Config{ID: n.ID, MTU: n.MTU, Log: m.log}
+		rx, tx := m.limiter(n.RxLimiter), m.limiter(n.TxLimiter)
+		cfg := net.Config{ID: n.ID, MTU: n.MTU, RxLimiter: rx, TxLimiter: tx, Log: m.log}
+		var stack *mmdsnet.Stack
+		if n.MMDS != nil {
+			if stack, err = m.mmdsStack(n.MMDS); err != nil {
+				tapFile.Close()
+				return fmt.Errorf("interface %s: %w", n.ID, err)
+			}
+			cfg.Interceptor = stack
+		}
 		if n.GuestMAC != "" {
 			mac, err := gonet.ParseMAC(n.GuestMAC)
 			if err != nil {
@@ -83,13 +97,16 @@ func (m *machine) attachDevices() error {
 			tapFile.Close()
 			return fmt.Errorf("interface %s: %w", n.ID, err)
 		}
-		m.nets = append(m.nets, netDev{id: n.ID, dev: dev})
+		m.nets = append(m.nets, netDev{id: n.ID, dev: dev, rx: rx, tx: tx})
+		if stack != nil {
+			m.wakeForMMDS(stack, dev)
+		}
 		if err := m.attachVirtio(dev, dev); err != nil {
 			return err
 		}
 	}
 	if s.Entropy != nil {
-		dev := rng.New(rng.Config{Log: m.log})
+		dev := rng.New(rng.Config{Limiter: m.limiter(s.Entropy.RateLimiter), Log: m.log})
 		m.rng = dev
 		if err := m.attachVirtio(dev, dev); err != nil {
 			return err
@@ -97,6 +114,70 @@ func (m *machine) attachDevices() error {
 	}
 	return nil
 }
+
+// limiter is a device's rate limiter. Every device gets one, limiting
+// nothing when the spec has no limits, so PATCH can add limits later as on
+// Firecracker.
+func (m *machine) limiter(rl *hypervisor.RateLimiter) *ratelimit.Limiter {
+	return ratelimit.NewFromSpec(rl, ratelimit.Options{Log: m.log})
+}
+
+var _ virtio.Limiter = (*ratelimit.Limiter)(nil)
+
+// mmdsStack is the metadata service endpoint for one interface. All
+// interfaces share one token authority, so a token issued on one is good
+// on the others.
+func (m *machine) mmdsStack(c *hypervisor.MMDS) (*mmdsnet.Stack, error) {
+	if m.spec.MMDSData == nil {
+		return nil, errors.New("MMDS is configured but the spec has no metadata store")
+	}
+	version, err := mmdsnet.ParseVersion(c.Version)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := netip.ParseAddr(c.IPv4)
+	if err != nil {
+		return nil, fmt.Errorf("MMDS address %q: %w", c.IPv4, err)
+	}
+	if m.mmdsTokens == nil {
+		if m.mmdsTokens, err = mmdsnet.NewTokens(m.spec.ID, nil, m.log); err != nil {
+			return nil, err
+		}
+	}
+	cfg := mmdsnet.Config{
+		IPv4: addr, Version: version, IMDSCompat: c.IMDSCompat,
+		Store: m.spec.MMDSData, Tokens: m.mmdsTokens, InstanceID: m.spec.ID, Log: m.log,
+	}
+	if m.env.Metrics != nil {
+		cfg.Metrics = &m.env.Metrics.MMDS
+	}
+	return mmdsnet.New(cfg)
+}
+
+// wakeForMMDS polls the stack's retransmission deadline and wakes the
+// device's RX path when it passes: the stack has no timers of its own.
+func (m *machine) wakeForMMDS(stack *mmdsnet.Stack, dev *net.Device) {
+	stop := make(chan struct{})
+	m.closers = append(m.closers, closerFunc(func() error { close(stop); return nil }))
+	go func() {
+		t := time.NewTicker(mmdsPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if at, ok := stack.Deadline(); ok && at <= mmdsnet.Monotonic() {
+				dev.WakeRx()
+			}
+		}
+	}()
+}
+
+// mmdsPoll is how often an MMDS interface's retransmission deadline is
+// checked; Firecracker's endpoint retransmits after 300 ms.
+const mmdsPoll = 50 * time.Millisecond
 
 // attachVirtio puts dev behind a virtio-mmio window in the next slot, with
 // an irqfd for its interrupt and an ioeventfd per queue. closer stops the

@@ -16,10 +16,13 @@ import (
 	kvmsys "github.com/ember-vmm/ember/internal/kvm"
 	"github.com/ember-vmm/ember/internal/legacy"
 	"github.com/ember-vmm/ember/internal/logger"
+	"github.com/ember-vmm/ember/internal/mmdsnet"
+	"github.com/ember-vmm/ember/internal/ratelimit"
 	"github.com/ember-vmm/ember/internal/virtio/balloon"
 	"github.com/ember-vmm/ember/internal/virtio/blk"
 	"github.com/ember-vmm/ember/internal/virtio/net"
 	"github.com/ember-vmm/ember/internal/virtio/rng"
+	"github.com/ember-vmm/ember/internal/vmconfig"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +50,8 @@ type machine struct {
 	nets    []netDev
 	balloon *balloon.Device
 	rng     *rng.Device
+	// mmdsTokens is the V2 token authority all MMDS interfaces share.
+	mmdsTokens *mmdsnet.Tokens
 	// virtioSlots are the virtio-mmio windows in attach order.
 	virtioSlots []virtioSlot
 	// closers release devices, eventfds and notifier goroutines, in
@@ -73,13 +78,15 @@ type machine struct {
 }
 
 type driveDev struct {
-	id  string
-	dev *blk.Device
+	id      string
+	dev     *blk.Device
+	limiter *ratelimit.Limiter
 }
 
 type netDev struct {
-	id  string
-	dev *net.Device
+	id     string
+	dev    *net.Device
+	rx, tx *ratelimit.Limiter
 }
 
 // Available checks that /dev/kvm opens and that the CPU virtualizes in
@@ -134,8 +141,6 @@ func checkSpec(s *hypervisor.Spec) error {
 		return unsupported("PCI")
 	case s.TrackDirtyPages:
 		return unsupported("dirty page tracking")
-	case s.Entropy != nil && s.Entropy.RateLimiter != nil:
-		return unsupported("entropy rate limiters")
 	case s.Balloon != nil && s.Balloon.FreePageHinting:
 		return unsupported("free page hinting")
 	}
@@ -143,19 +148,8 @@ func checkSpec(s *hypervisor.Spec) error {
 		if d.Socket != "" {
 			return unsupported("vhost-user block devices")
 		}
-		if d.RateLimiter != nil {
-			return unsupported("block rate limiters")
-		}
 		if d.IOEngine == hypervisor.IOAsync {
 			return unsupported("the Async io_engine")
-		}
-	}
-	for _, n := range s.Nets {
-		if n.MMDS != nil {
-			return unsupported("MMDS")
-		}
-		if n.RxLimiter != nil || n.TxLimiter != nil {
-			return unsupported("network rate limiters")
 		}
 	}
 	return nil
@@ -430,6 +424,31 @@ func (m *machine) BalloonStats(context.Context) (hypervisor.BalloonStats, error)
 		return hypervisor.BalloonStats{}, errors.New("kvm: no balloon device")
 	}
 	return m.balloon.Stats()
+}
+
+// UpdateDriveRateLimiter changes a drive's rate limiter live (PATCH
+// /drives): a nil bucket keeps the old one.
+func (m *machine) UpdateDriveRateLimiter(_ context.Context, driveID string, rl *vmconfig.RateLimiterConfig) error {
+	for _, d := range m.drives {
+		if d.id == driveID {
+			d.limiter.Update(rl)
+			return nil
+		}
+	}
+	return fmt.Errorf("kvm: no drive %q", driveID)
+}
+
+// UpdateNetRateLimiters changes an interface's rate limiters live (PATCH
+// /network-interfaces): a nil limiter or bucket keeps the old one.
+func (m *machine) UpdateNetRateLimiters(_ context.Context, ifaceID string, rx, tx *vmconfig.RateLimiterConfig) error {
+	for _, n := range m.nets {
+		if n.id == ifaceID {
+			n.rx.Update(rx)
+			n.tx.Update(tx)
+			return nil
+		}
+	}
+	return fmt.Errorf("kvm: no network interface %q", ifaceID)
 }
 
 // DeviceStats implements hypervisor.DeviceStatser.
