@@ -44,8 +44,8 @@ var kvmTests = []struct {
 	{"Devices", kvmDevices},
 	{"BadInput", kvmBadInput},
 	{"HugePages2M", kvmHugePages2M},
-	{"MMDS", kvmMMDS},
-	{"DriveRateLimiter", kvmDriveRateLimiter},
+	{"MMDS", testMMDS},
+	{"DriveRateLimiter", testDriveRateLimiter},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -215,10 +215,10 @@ func hugePagesFreeHere(t *testing.T) int {
 	return n
 }
 
-// kvmMMDS: the guest reads the metadata service over its interface, V1
+// testMMDS (either backend): the guest reads the metadata service over its interface, V1
 // without a token and V2 with one (refused without or with a bad one), and
 // sees PATCH /mmds made while it runs.
-func kvmMMDS(t *testing.T) {
+func testMMDS(t *testing.T) {
 	for _, version := range []string{"V1", "V2"} {
 		t.Run(version, func(t *testing.T) {
 			t.Parallel()
@@ -272,10 +272,10 @@ echo "EMBER-GUEST: no-token $r rc=$?"
 	}
 }
 
-// kvmDriveRateLimiter: a drive limited to 1 MiB/s holds the guest's direct
+// testDriveRateLimiter (either backend): a drive limited to 1 MiB/s holds the guest's direct
 // writes to that rate (±10 %), and a PATCH to 2 MiB/s while the guest runs
 // takes effect for the next writes.
-func kvmDriveRateLimiter(t *testing.T) {
+func testDriveRateLimiter(t *testing.T) {
 	t.Parallel()
 	a := requireVM(t)
 	dir := t.TempDir()
