@@ -31,6 +31,7 @@ import (
 	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/syserr"
 	"github.com/ember-vmm/ember/internal/tap"
+	"github.com/ember-vmm/ember/internal/virtio/vsock"
 	"github.com/ember-vmm/ember/internal/vmconfig"
 	"github.com/ember-vmm/ember/internal/vmm"
 )
@@ -165,6 +166,13 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 
 	res := vmconfig.NewResources(backend.Name(), backend.Capabilities(), tap.Open, int(opts.MMDSLimit()))
 	res.Log = mainLog
+	res.BindVsock = func(c vmconfig.VsockDeviceConfig) (vmconfig.BoundVsock, error) {
+		d, err := vsock.New(vsock.Config{GuestCID: uint64(c.GuestCID), UDSPath: c.UDSPath, Log: lg.Thread("fc_vmm")})
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
 	res.BootTimer, res.PCI = opts.BootTimer, opts.EnablePCI
 	ctrl := vmm.New(vmm.Config{
 		ID:             opts.ID,

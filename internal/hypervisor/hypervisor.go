@@ -275,8 +275,8 @@ func Names() []string {
 }
 
 // DeviceStatser reports cumulative device counters, which the controller
-// turns into the per-flush deltas of Firecracker's block_<id> and net_<id>
-// metrics.
+// turns into the per-flush deltas of Firecracker's block_<id>, net_<id> and
+// vsock metrics.
 type DeviceStatser interface {
 	DeviceStats(ctx context.Context) (DeviceStats, error)
 }
@@ -285,6 +285,33 @@ type DeviceStatser interface {
 type DeviceStats struct {
 	Block map[string]BlockStats
 	Net   map[string]NetStats
+	// Vsock is nil when the VM has no vsock device.
+	Vsock *VsockStats
+}
+
+// VsockStats are the vsock device's running totals, one per field of
+// Firecracker's "vsock" metrics section.
+type VsockStats struct {
+	ActivateFails     uint64
+	CfgFails          uint64
+	RxQueueEventFails uint64
+	TxQueueEventFails uint64
+	EvQueueEventFails uint64
+	MuxerEventFails   uint64
+	ConnEventFails    uint64
+	RxQueueEventCount uint64
+	TxQueueEventCount uint64
+	RxBytesCount      uint64
+	TxBytesCount      uint64
+	RxPacketsCount    uint64
+	TxPacketsCount    uint64
+	ConnsAdded        uint64
+	ConnsKilled       uint64
+	ConnsRemoved      uint64
+	KillqResync       uint64
+	TxFlushFails      uint64
+	TxWriteFails      uint64
+	RxReadFails       uint64
 }
 
 // BlockStats counts a drive's guest I/O.

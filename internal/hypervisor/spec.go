@@ -139,6 +139,21 @@ type Pmem struct {
 type Vsock struct {
 	GuestCID uint32
 	UDSPath  string
+	// Device is the device the controller bound at PUT /vsock (uds_path is
+	// listening before boot, as on Firecracker); nil when the controller
+	// binds nothing (tests). The controller owns it: a backend attaches it
+	// and must reset it before unmapping guest RAM, but never closes it.
+	Device VsockDevice
+}
+
+// VsockDevice is a bound vsock device. The contract names only what every
+// backend may ask of it; the device model's own interfaces (virtio queues,
+// metrics) belong to packages this one must not import, so a backend that
+// runs the model asserts the concrete type it knows (the kvm backend:
+// *vsock.Device) and refuses anything else.
+type VsockDevice interface {
+	GuestCID() uint64
+	UDSPath() string
 }
 
 // Balloon is a virtio-balloon device.

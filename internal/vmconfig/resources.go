@@ -40,15 +40,30 @@ var (
 // production, errors as *tap.Error.
 type TapOpener func(name string) (*os.File, error)
 
+// VsockBinder creates the vsock device and binds its host socket at
+// uds_path, as PUT /vsock does on Firecracker; vsock.New in production,
+// with errors carrying Firecracker's texts ("Cannot create backend for vsock
+// device: ...").
+type VsockBinder func(c VsockDeviceConfig) (BoundVsock, error)
+
+// BoundVsock is a vsock device whose socket is bound; Close unlinks it.
+type BoundVsock interface {
+	hypervisor.VsockDevice
+	Close() error
+}
+
 // Resources accumulates the configuration of a VM before it boots. It owns
-// the taps it opened; Close releases them.
+// the taps it opened and the vsock device it bound; Close releases them.
 type Resources struct {
 	// Backend and Caps say which engine will run the VM and what it can do;
 	// a configuration it cannot honour is refused when it is set.
 	Backend string
 	Caps    hypervisor.Capabilities
 	OpenTap TapOpener
-	Log     logger.Log
+	// BindVsock, if not nil, binds uds_path at PUT /vsock; without it the
+	// configuration is only recorded.
+	BindVsock VsockBinder
+	Log       logger.Log
 
 	Machine       MachineConfig
 	customCPU     bool
@@ -56,6 +71,7 @@ type Resources struct {
 	drives        []BlockDeviceConfig // normalized, root first
 	nets          []*netDevice
 	vsock         *VsockDeviceConfig
+	vsockDev      BoundVsock
 	balloon       *BalloonDeviceConfig
 	entropy       *EntropyDeviceConfig
 	pmem          []PmemConfig
@@ -100,13 +116,19 @@ func (r *Resources) unsupported(what string) error {
 	return hypervisor.Unsupported(r.Backend, what)
 }
 
-// Close releases the taps the configuration holds.
+// Close releases the taps the configuration holds and unlinks the vsock
+// socket.
 func (r *Resources) Close() {
 	for _, n := range r.nets {
 		if n.tap != nil {
 			n.tap.Close()
 			n.tap = nil
 		}
+	}
+	if r.vsockDev != nil {
+		// The socket file may be gone already; nothing to report at exit.
+		r.vsockDev.Close()
+		r.vsockDev = nil
 	}
 }
 
@@ -370,12 +392,28 @@ func (r *Resources) Nets() []NetworkInterfaceConfig {
 	return out
 }
 
-// SetVsock sets the vsock device.
+// SetVsock sets the vsock device, binding its socket now when a binder is
+// set. A device already set is dropped and its socket unlinked first, as
+// Firecracker does; if that unlink or the new bind fails, no device is left.
 func (r *Resources) SetVsock(c VsockDeviceConfig) error {
 	if !r.Caps.Vsock {
 		return r.unsupported("vsock")
 	}
 	c.VsockID = nil
+	r.vsock = nil
+	if old := r.vsockDev; old != nil {
+		r.vsockDev = nil
+		if err := old.Close(); err != nil {
+			return err
+		}
+	}
+	if r.BindVsock != nil {
+		dev, err := r.BindVsock(c)
+		if err != nil {
+			return err
+		}
+		r.vsockDev = dev
+	}
 	r.vsock = &c
 	return nil
 }

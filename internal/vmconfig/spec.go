@@ -135,6 +135,9 @@ func (r *Resources) Spec(id string) (*hypervisor.Spec, error) {
 	}
 	if r.vsock != nil {
 		s.Vsock = &hypervisor.Vsock{GuestCID: r.vsock.GuestCID, UDSPath: r.vsock.UDSPath}
+		if r.vsockDev != nil {
+			s.Vsock.Device = r.vsockDev
+		}
 	}
 	if r.entropy != nil {
 		s.Entropy = &hypervisor.Entropy{RateLimiter: limiter(r.entropy.RateLimiter)}

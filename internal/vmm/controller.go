@@ -576,6 +576,40 @@ func (c *Controller) collectDeviceStats() {
 		m.TxPacketsCount.Add(delta(n.TxPackets, p.TxPackets))
 		m.TxCount.Add(delta(n.TxPackets, p.TxPackets))
 	}
+	if v := st.Vsock; v != nil {
+		var p hypervisor.VsockStats
+		if c.lastStats.Vsock != nil {
+			p = *c.lastStats.Vsock
+		}
+		m := &c.cfg.Metrics.Vsock
+		for _, f := range []struct {
+			c          *metrics.Counter
+			now, since uint64
+		}{
+			{&m.ActivateFails, v.ActivateFails, p.ActivateFails},
+			{&m.CfgFails, v.CfgFails, p.CfgFails},
+			{&m.RxQueueEventFails, v.RxQueueEventFails, p.RxQueueEventFails},
+			{&m.TxQueueEventFails, v.TxQueueEventFails, p.TxQueueEventFails},
+			{&m.EvQueueEventFails, v.EvQueueEventFails, p.EvQueueEventFails},
+			{&m.MuxerEventFails, v.MuxerEventFails, p.MuxerEventFails},
+			{&m.ConnEventFails, v.ConnEventFails, p.ConnEventFails},
+			{&m.RxQueueEventCount, v.RxQueueEventCount, p.RxQueueEventCount},
+			{&m.TxQueueEventCount, v.TxQueueEventCount, p.TxQueueEventCount},
+			{&m.RxBytesCount, v.RxBytesCount, p.RxBytesCount},
+			{&m.TxBytesCount, v.TxBytesCount, p.TxBytesCount},
+			{&m.RxPacketsCount, v.RxPacketsCount, p.RxPacketsCount},
+			{&m.TxPacketsCount, v.TxPacketsCount, p.TxPacketsCount},
+			{&m.ConnsAdded, v.ConnsAdded, p.ConnsAdded},
+			{&m.ConnsKilled, v.ConnsKilled, p.ConnsKilled},
+			{&m.ConnsRemoved, v.ConnsRemoved, p.ConnsRemoved},
+			{&m.KillqResync, v.KillqResync, p.KillqResync},
+			{&m.TxFlushFails, v.TxFlushFails, p.TxFlushFails},
+			{&m.TxWriteFails, v.TxWriteFails, p.TxWriteFails},
+			{&m.RxReadFails, v.RxReadFails, p.RxReadFails},
+		} {
+			f.c.Add(delta(f.now, f.since))
+		}
+	}
 	c.lastStats = st
 }
 
