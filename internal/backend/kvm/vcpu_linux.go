@@ -172,7 +172,7 @@ func (m *machine) handleExit(c *vcpu) (stop bool, err error) {
 	// HLT (the in-kernel LAPIC handles it unless the guest halts with
 	// interrupts off for good) and SHUTDOWN (a triple fault) are fatal on
 	// x86, as in Firecracker.
-	c.log.Debugf("vCPU state at %s: %s", reason, c.describe())
+	c.log.Errorf("vCPU state at %s: %s", reason, c.describe())
 	return true, fmt.Errorf("Unexpected exit reason on vcpu run: %s", reason)
 }
 
