@@ -15,10 +15,11 @@ type Backend struct{}
 // Name returns "kvm".
 func (*Backend) Name() string { return Name }
 
-// Capabilities reports what the built-in VMM implements today. Vsock,
-// snapshots, pmem and memory hotplug are not implemented yet.
+// Capabilities reports what the built-in VMM implements today. Snapshots,
+// pmem and memory hotplug are not implemented yet.
 func (*Backend) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
+		Vsock:              true,
 		MMDS:               true,
 		NetRateLimiter:     true,
 		BlockRateLimiter:   true,

@@ -21,6 +21,7 @@ import (
 	"github.com/ember-vmm/ember/internal/virtio/mmio"
 	"github.com/ember-vmm/ember/internal/virtio/net"
 	"github.com/ember-vmm/ember/internal/virtio/rng"
+	"github.com/ember-vmm/ember/internal/virtio/vsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,7 +32,7 @@ type virtioSlot struct {
 }
 
 // attachDevices builds the virtio devices in Firecracker's attach order
-// (balloon, drives with the root first, nets, rng), each in the next
+// (balloon, drives with the root first, nets, vsock, rng), each in the next
 // virtio-mmio slot.
 func (m *machine) attachDevices() error {
 	s := m.spec
@@ -102,6 +103,19 @@ func (m *machine) attachDevices() error {
 			m.wakeForMMDS(stack, dev)
 		}
 		if err := m.attachVirtio(dev, dev); err != nil {
+			return err
+		}
+	}
+	if v := s.Vsock; v != nil {
+		dev, ok := v.Device.(*vsock.Device)
+		if !ok {
+			return fmt.Errorf("kvm: the vsock device at %s was not bound by PUT /vsock", v.UDSPath)
+		}
+		m.vsock = dev
+		// The controller owns the device (its socket exists before boot and
+		// outlives the machine); the machine only stops it, before guest
+		// RAM goes away.
+		if err := m.attachVirtio(dev, closerFunc(dev.Reset)); err != nil {
 			return err
 		}
 	}
@@ -181,7 +195,7 @@ const mmdsPoll = 50 * time.Millisecond
 
 // attachVirtio puts dev behind a virtio-mmio window in the next slot, with
 // an irqfd for its interrupt and an ioeventfd per queue. closer stops the
-// device at Close.
+// device at Close, after the vCPUs and before guest RAM is unmapped.
 func (m *machine) attachVirtio(dev virtio.Device, closer interface{ Close() error }) error {
 	m.closers = append(m.closers, closer)
 	slot, err := archVirtioSlot(len(m.virtioSlots))

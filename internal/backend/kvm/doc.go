@@ -22,7 +22,10 @@
 //     as Firecracker); any exit KVM reports that ember cannot handle ends it
 //     as an error (exit 1).
 //   - Everything Create acquires is released by Close, and by Create itself
-//     when it fails: devices stop before guest RAM is unmapped.
+//     when it fails: devices stop before guest RAM is unmapped. The vsock
+//     device is the exception: the controller bound it at PUT /vsock and
+//     owns it, so the machine resets it (dropping its connections and its
+//     hold on guest RAM) but leaves its socket to the controller.
 //
 // Architecture-specific parts (layout, vCPU state, tables, legacy devices)
 // live in _amd64 files; other architectures report the backend unavailable.

@@ -22,6 +22,7 @@ import (
 	"github.com/ember-vmm/ember/internal/virtio/blk"
 	"github.com/ember-vmm/ember/internal/virtio/net"
 	"github.com/ember-vmm/ember/internal/virtio/rng"
+	"github.com/ember-vmm/ember/internal/virtio/vsock"
 	"github.com/ember-vmm/ember/internal/vmconfig"
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,7 @@ type machine struct {
 	nets    []netDev
 	balloon *balloon.Device
 	rng     *rng.Device
+	vsock   *vsock.Device
 	// mmdsTokens is the V2 token authority all MMDS interfaces share.
 	mmdsTokens *mmdsnet.Tokens
 	// virtioSlots are the virtio-mmio windows in attach order.
@@ -131,8 +133,6 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 func checkSpec(s *hypervisor.Spec) error {
 	unsupported := func(what string) error { return hypervisor.Unsupported(Name, what) }
 	switch {
-	case s.Vsock != nil:
-		return unsupported("vsock")
 	case len(s.Pmems) > 0:
 		return unsupported("pmem devices")
 	case s.MemoryHotplug != nil:
@@ -304,12 +304,19 @@ func (m *machine) Pause(ctx context.Context) error {
 // Resume releases the parked vCPUs together.
 func (m *machine) Resume(ctx context.Context) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.stopping {
+		m.mu.Unlock()
 		return errors.New("kvm: the VM has ended")
 	}
 	m.paused = false
 	m.notifyLocked()
+	m.mu.Unlock()
+	if m.vsock != nil {
+		// What the pause held up (a reset event, TX the guest queued)
+		// moves again, as Firecracker kicks its devices on resume. Kick
+		// waits for the device's worker, so m.mu is not held.
+		m.vsock.Kick()
+	}
 	return nil
 }
 
@@ -469,6 +476,11 @@ func (m *machine) DeviceStats(context.Context) (hypervisor.DeviceStats, error) {
 		st.Net[n.id] = hypervisor.NetStats{
 			RxBytes: s.RxBytes, RxPackets: s.RxPackets, TxBytes: s.TxBytes, TxPackets: s.TxPackets,
 		}
+	}
+	if m.vsock != nil {
+		// The device's counters are the contract's field for field.
+		v := hypervisor.VsockStats(m.vsock.Metrics())
+		st.Vsock = &v
 	}
 	return st, nil
 }
