@@ -5,13 +5,14 @@
 #   bzImage            the same kernel as Debian ships it (/boot/vmlinuz-*)
 #   initramfs.cpio.gz  busybox + virtio modules + /init (guest/init/initramfs-init)
 #                      + the test init as /sbin/init (guest/init/ember-init)
-#   rootfs.ext4        ext4 image with busybox, the same modules and the test init
+#                      + the guest tools (guest/tools/*, static Go) in /bin
+#   rootfs.ext4        ext4 image with busybox, the same modules, tools and test init
 #   kernel.config      the kernel's build configuration, for reference
 #   manifest           inputs (script hash, package versions) and sha256 of each output
 #
 # into ${EMBER_GUEST_DIR:-<repo>/build/guest}. A second run with the same inputs
-# does nothing; a changed script, init, busybox or kernel package version (as
-# apt sees it) rebuilds. Runs are serialised by an flock on the output dir.
+# does nothing; a changed script, init, tool source, busybox or kernel package
+# version (as apt sees it) rebuilds. The tools need go in PATH. Runs are serialised by an flock on the output dir.
 #
 # Usage: guest/build.sh [--force | --check]
 #   --force  rebuild even if up to date
@@ -71,8 +72,15 @@ flock 9
 
 # ---- inputs -----------------------------------------------------------------
 
+# TOOLS are the Go programs under guest/tools installed as /bin/<name>.
+TOOLS=(vsockt)
+
 script_hash() {
-	cat "$GUEST_SRC/build.sh" "$GUEST_SRC/init/initramfs-init" "$GUEST_SRC/init/ember-init" |
+	local tool_src=() t
+	for t in "${TOOLS[@]}"; do
+		tool_src+=("$GUEST_SRC/tools/$t"/*.go)
+	done
+	cat "$GUEST_SRC/build.sh" "$GUEST_SRC/init/initramfs-init" "$GUEST_SRC/init/ember-init" "${tool_src[@]}" |
 		sha256sum | cut -d' ' -f1
 }
 
@@ -278,6 +286,9 @@ make_tree() {
 		ln -s /bin/busybox "$dir/$p"
 	done < <("$BUSYBOX" --list-full)
 	install -m 0755 "$GUEST_SRC/init/ember-init" "$dir/sbin/init"
+	for p in "${TOOLS[@]}"; do
+		install -m 0755 "$W/tools/$p" "$dir/bin/$p"
+	done
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$dir/etc/passwd"
 	printf 'root:x:0:\n' >"$dir/etc/group"
 	printf 'ember-guest\n' >"$dir/etc/hostname"
@@ -299,6 +310,18 @@ make_tree() {
 }
 
 fix_times() { find "$1" -exec touch -h -d "@$EPOCH" {} +; }
+
+# build_tools: the guest tools as static binaries, reproducibly (no cgo, no
+# build id, trimmed paths), into $W/tools.
+build_tools() {
+	command -v go >/dev/null || die "go is not in PATH; it builds the guest tools (${TOOLS[*]})"
+	mkdir -p "$W/tools"
+	local t
+	for t in "${TOOLS[@]}"; do
+		(cd "$REPO" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags='-s -w -buildid=' \
+			-o "$W/tools/$t" "./guest/tools/$t") >&2 || die "go build guest/tools/$t failed"
+	done
+}
 
 build() {
 	ensure_tools busybox-static lz4 e2fsprogs cpio gzip
@@ -357,6 +380,9 @@ build() {
 	plan_modules "$W/pkg/lib/modules/$KERNEL_RELEASE"
 	log "modules: ${MOD_ORDER[*]}"
 
+	log "tools: ${TOOLS[*]}"
+	build_tools
+
 	log "initramfs.cpio.gz"
 	make_tree "$W/initramfs"
 	install -m 0755 "$GUEST_SRC/init/initramfs-init" "$W/initramfs/init"
@@ -388,6 +414,7 @@ build() {
 		echo "rootfs_uuid $ROOTFS_UUID"
 		echo "rootfs_label $ROOTFS_LABEL"
 		echo "modules ${MOD_ORDER[*]}"
+		echo "tools ${TOOLS[*]}"
 		for name in "${OUTPUTS[@]}"; do
 			echo "output $name $(sha256sum "$OUT/$name" | cut -d' ' -f1) $(file_stamp "$OUT/$name")"
 		done
