@@ -41,6 +41,9 @@ type driveNodes struct {
 	ReadOnly bool
 	Cache    cacheOpts
 	AIO      string
+	// VhostUser says the drive runs on ember's device over vhost-user:
+	// QEMU has no block nodes for it.
+	VhostUser bool
 }
 
 type cacheOpts struct {
@@ -56,7 +59,14 @@ type launchInputs struct {
 
 	QMP, Console   *os.File
 	Kernel, Initrd *os.File
-	Taps           []*os.File
+	// Taps are the taps of the nets on QEMU's own path (nil for the
+	// others).
+	Taps []*os.File
+	// DriveVU are QEMU's ends of the vhost-user sockets of the drives that
+	// run on ember's devices (nil for the others), NetVU the socket paths
+	// of such nets ("" for the others); nil slices mean none does.
+	DriveVU []*os.File
+	NetVU   []string
 	// DriveSerials are the virtio-blk serials, one per drive ("" for none).
 	DriveSerials []string
 	// MACs are the guest MACs, one per net, with empty ones already filled.
@@ -123,6 +133,10 @@ func checkSpec(spec *hypervisor.Spec) error {
 		return unsupported("dirty page tracking")
 	case spec.Entropy != nil && spec.Entropy.RateLimiter != nil:
 		return unsupported("entropy rate limiters")
+	case spec.HugePages == hypervisor.HugePagesTransparent && usesVhostUser(spec):
+		// vhost-user needs guest RAM in a shared memfd, where transparent
+		// huge pages depend on the host's shmem policy, not on QEMU.
+		return unsupported("transparent huge pages with MMDS or rate limiters")
 	case spec.Balloon != nil && spec.Balloon.FreePageHinting:
 		return unsupported("balloon free page hinting")
 	}
@@ -135,8 +149,6 @@ func checkSpec(spec *hypervisor.Spec) error {
 		switch {
 		case d.Socket != "":
 			return unsupported("vhost-user block devices")
-		case d.RateLimiter != nil:
-			return unsupported("block rate limiters")
 		case d.PathOnHost == "":
 			return fmt.Errorf("drive %s has no path_on_host", d.ID)
 		}
@@ -153,10 +165,6 @@ func checkSpec(spec *hypervisor.Spec) error {
 	}
 	for _, n := range spec.Nets {
 		switch {
-		case n.RxLimiter != nil || n.TxLimiter != nil:
-			return unsupported("network rate limiters")
-		case n.MMDS != nil:
-			return unsupported("MMDS")
 		case n.Tap == nil:
 			return fmt.Errorf("network interface %s has no open tap", n.ID)
 		}
@@ -170,8 +178,15 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
-	if len(in.Taps) != len(spec.Nets) || len(in.MACs) != len(spec.Nets) || len(in.DriveSerials) != len(spec.Drives) {
+	if len(in.Taps) != len(spec.Nets) || len(in.MACs) != len(spec.Nets) || len(in.DriveSerials) != len(spec.Drives) ||
+		(in.DriveVU != nil && len(in.DriveVU) != len(spec.Drives)) || (in.NetVU != nil && len(in.NetVU) != len(spec.Nets)) {
 		return nil, fmt.Errorf("internal error: launch inputs do not match the spec")
+	}
+	vuFile := func(i int) *os.File {
+		if in.DriveVU == nil {
+			return nil
+		}
+		return in.DriveVU[i]
 	}
 	p := &plan{fdPaths: map[string]string{}}
 
@@ -182,8 +197,22 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	// kernel that also has command-line discovery probe every device twice.
 	// The ISA serial is added below as a device, bound to ember's chardev.
 	machine := "microvm,acpi=on,isa-serial=off"
-	switch spec.HugePages {
-	case hypervisor.HugePages2M:
+	switch {
+	case usesVhostUser(spec):
+		// A vhost-user back-end maps guest RAM itself: it must be a memfd
+		// shared with ember, in 2 MiB huge pages when asked.
+		obj := map[string]any{
+			"qom-type": "memory-backend-memfd", "id": "ram",
+			"size": spec.MemMiB << 20, "share": true,
+		}
+		if spec.HugePages == hypervisor.HugePages2M {
+			obj["hugetlb"], obj["hugetlbsize"] = true, 2<<20
+		}
+		if err := p.addJSON("-object", obj); err != nil {
+			return nil, err
+		}
+		machine += ",memory-backend=ram"
+	case spec.HugePages == hypervisor.HugePages2M:
 		if err := p.addJSON("-object", map[string]any{
 			"qom-type": "memory-backend-memfd", "id": "ram",
 			"size": spec.MemMiB << 20, "hugetlb": true, "hugetlbsize": 2 << 20,
@@ -191,7 +220,7 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 			return nil, err
 		}
 		machine += ",memory-backend=ram"
-	case hypervisor.HugePagesTransparent:
+	case spec.HugePages == hypervisor.HugePagesTransparent:
 		// QEMU advises MADV_HUGEPAGE on anonymous guest RAM itself.
 		if err := p.addJSON("-object", map[string]any{
 			"qom-type": "memory-backend-ram", "id": "ram", "size": spec.MemMiB << 20,
@@ -293,6 +322,24 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		if goDrive(&d) {
+			// ember's virtio-blk model serves the queues, config space and
+			// features; QEMU keeps the transport. Firecracker's one queue
+			// of 256 entries.
+			chr := "vu-blk" + strconv.Itoa(i)
+			p.add("-chardev", fmt.Sprintf("socket,id=%s,fd=%d", chr, p.addFile(vuFile(i))))
+			if err := p.addJSON("-device", map[string]any{
+				"driver": "vhost-user-blk", "id": "blk" + strconv.Itoa(i), "bus": bus, "chardev": chr,
+				"num-queues": 1, "queue-size": 256,
+				"discard": false, "write-zeroes": false, "config-wce": false,
+				"indirect_desc": false,
+			}); err != nil {
+				return nil, err
+			}
+			// A placeholder keeps plan.drives indexed like spec.Drives.
+			p.drives = append(p.drives, driveNodes{ID: d.ID, VhostUser: true})
+			continue
+		}
 		dn := driveNodes{
 			ID:       d.ID,
 			Format:   "drive" + strconv.Itoa(i),
@@ -338,9 +385,28 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 			return nil, err
 		}
 		id := "net" + strconv.Itoa(i)
-		if err := p.addJSON("-netdev", map[string]any{
-			"type": "tap", "id": id, "fd": strconv.Itoa(p.addFile(in.Taps[i])), "vhost": false,
-		}); err != nil {
+		var netdev map[string]any
+		if !goNet(&n) {
+			netdev = map[string]any{
+				"type": "tap", "id": id, "fd": strconv.Itoa(p.addFile(in.Taps[i])), "vhost": false,
+			}
+		} else {
+			// ember's virtio-net model runs the queues on the tap (with the
+			// MMDS stack and limiters in its path); QEMU keeps the
+			// transport and the config space (MAC, MTU).
+			// QEMU 7.2's vhost-user netdev refuses fd= chardevs, so QEMU
+			// connects to a socket ember listens on; as a client without
+			// reconnect, it connects before it goes on starting.
+			if in.NetVU == nil || in.NetVU[i] == "" {
+				return nil, fmt.Errorf("internal error: no vhost-user socket for interface %s", n.ID)
+			}
+			chr := "vu-" + id
+			// -chardev takes no JSON in QEMU 7.2: a comma in the path is
+			// doubled, QemuOpts' escape, so it cannot start an option.
+			p.add("-chardev", "socket,id="+chr+",path="+strings.ReplaceAll(in.NetVU[i], ",", ",,"))
+			netdev = map[string]any{"type": "vhost-user", "id": id, "chardev": chr}
+		}
+		if err := p.addJSON("-netdev", netdev); err != nil {
 			return nil, err
 		}
 		dev := map[string]any{
@@ -381,6 +447,31 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// goDrive reports whether a drive runs on ember's virtio-blk model over
+// vhost-user rather than on QEMU's block layer: a rate limiter lives in
+// ember's device.
+func goDrive(d *hypervisor.Drive) bool { return d.RateLimiter != nil }
+
+// goNet reports whether an interface runs on ember's virtio-net model over
+// vhost-user: MMDS and rate limiters sit in that device's path. A plain
+// interface keeps QEMU's tap path.
+func goNet(n *hypervisor.Net) bool { return n.MMDS != nil || n.RxLimiter != nil || n.TxLimiter != nil }
+
+// usesVhostUser reports whether any device of spec runs over vhost-user.
+func usesVhostUser(spec *hypervisor.Spec) bool {
+	for i := range spec.Drives {
+		if goDrive(&spec.Drives[i]) {
+			return true
+		}
+	}
+	for i := range spec.Nets {
+		if goNet(&spec.Nets[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // fileNode is the blockdev-add options of a drive's file protocol node.

@@ -23,7 +23,13 @@ func inputsFor(spec *hypervisor.Spec, a accel, tsc uint64) launchInputs {
 	for i := range spec.Drives {
 		in.DriveSerials = append(in.DriveSerials, "2049"+strings.Repeat("0", i)+"1234")
 	}
-	for _, n := range spec.Nets {
+	for i, n := range spec.Nets {
+		if goNet(&n) {
+			if in.NetVU == nil {
+				in.NetVU = make([]string, len(spec.Nets))
+			}
+			in.NetVU[i] = "/run/ember,x/vhost-user-" + strconv.Itoa(i) + ".sock"
+		}
 		in.Taps = append(in.Taps, nil)
 		mac := n.GuestMAC
 		if mac == "" {
@@ -64,7 +70,31 @@ func fullSpec() *hypervisor.Spec {
 	}
 }
 
+// vhostUserSpec mixes devices on ember's models (a limited drive, an MMDS
+// interface, a limited interface) with devices on QEMU's own paths, over
+// 2 MiB huge pages.
+func vhostUserSpec() *hypervisor.Spec {
+	lim := &hypervisor.RateLimiter{Bandwidth: &hypervisor.TokenBucket{Size: 1 << 20, RefillTimeMs: 1000}}
+	return &hypervisor.Spec{
+		ID: "vhost-user", VCPUs: 1, MemMiB: 256, HugePages: hypervisor.HugePages2M,
+		Boot: hypervisor.Boot{KernelPath: "/images/vmlinux", Cmdline: "console=ttyS0 reboot=k panic=1"},
+		Drives: []hypervisor.Drive{
+			{ID: "rootfs", PathOnHost: "/images/rootfs.ext4", Root: true},
+			{ID: "scratch", PathOnHost: "/images/scratch.img", RateLimiter: lim},
+		},
+		Nets: []hypervisor.Net{
+			{ID: "eth0", TapName: "tap0", Tap: tapPlaceholder, GuestMAC: "06:00:ac:10:00:02", MMDS: &hypervisor.MMDS{Version: "V2", IPv4: "169.254.169.254"}},
+			{ID: "eth1", TapName: "tap1", Tap: tapPlaceholder},
+			{ID: "eth2", TapName: "tap2", Tap: tapPlaceholder, MTU: 1400, TxLimiter: lim},
+		},
+	}
+}
+
 func TestArgvGolden(t *testing.T) {
+	shared := vhostUserSpec()
+	shared.HugePages = hypervisor.HugePagesNone
+	shared.Drives = shared.Drives[1:]
+	shared.Nets = nil
 	thp := minimalSpec()
 	thp.HugePages = hypervisor.HugePagesTransparent
 	thp.VCPUs = 4
@@ -78,6 +108,8 @@ func TestArgvGolden(t *testing.T) {
 		{"minimal-kvm", minimalSpec(), accelKVM, 0},
 		{"thp-hvf", thp, accelHVF, 0},
 		{"full-tcg", fullSpec(), accelTCG, 3000000},
+		{"vhost-user-hugepages-tcg", vhostUserSpec(), accelTCG, 0},
+		{"vhost-user-drive-kvm", shared, accelKVM, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -252,15 +284,16 @@ func TestCheckSpec(t *testing.T) {
 		{"vhost-user-blk", func(s *hypervisor.Spec) {
 			s.Drives = []hypervisor.Drive{{ID: "r", Socket: "/s.sock", Root: true}}
 		}, true},
-		{"block limiter", func(s *hypervisor.Spec) {
-			s.Drives = []hypervisor.Drive{{ID: "r", PathOnHost: "/r", RateLimiter: &hypervisor.RateLimiter{}}}
-		}, true},
-		{"net limiter", func(s *hypervisor.Spec) {
-			s.Nets = []hypervisor.Net{{ID: "n", Tap: tapPlaceholder, RxLimiter: &hypervisor.RateLimiter{}}}
-		}, true},
-		{"mmds", func(s *hypervisor.Spec) {
+		{"mmds with thp", func(s *hypervisor.Spec) {
+			s.HugePages = hypervisor.HugePagesTransparent
 			s.Nets = []hypervisor.Net{{ID: "n", Tap: tapPlaceholder, MMDS: &hypervisor.MMDS{Version: "V2"}}}
 		}, true},
+		{"block limiter without path", func(s *hypervisor.Spec) {
+			s.Drives = []hypervisor.Drive{{ID: "r", RateLimiter: &hypervisor.RateLimiter{}}}
+		}, false},
+		{"mmds without tap", func(s *hypervisor.Spec) {
+			s.Nets = []hypervisor.Net{{ID: "n", MMDS: &hypervisor.MMDS{Version: "V2"}}}
+		}, false},
 		{"rng limiter", func(s *hypervisor.Spec) { s.Entropy = &hypervisor.Entropy{RateLimiter: &hypervisor.RateLimiter{}} }, true},
 		{"hinting", func(s *hypervisor.Spec) { s.Balloon = &hypervisor.Balloon{FreePageHinting: true} }, true},
 		{"no vcpus", func(s *hypervisor.Spec) { s.VCPUs = 0 }, false},
@@ -287,8 +320,10 @@ func TestCheckSpec(t *testing.T) {
 			}
 		})
 	}
-	if err := checkSpec(fullSpec()); err != nil {
-		t.Errorf("full spec refused: %v", err)
+	for _, s := range []*hypervisor.Spec{fullSpec(), vhostUserSpec()} {
+		if err := checkSpec(s); err != nil {
+			t.Errorf("spec %s refused: %v", s.ID, err)
+		}
 	}
 }
 
@@ -419,10 +454,10 @@ func TestRegistered(t *testing.T) {
 		t.Fatal("qemu backend not registered")
 	}
 	c := b.Capabilities()
-	if c.Vsock || c.MMDS || c.Snapshot || c.NetRateLimiter || c.BlockRateLimiter || c.Pmem || c.MemoryHotplug {
+	if c.Vsock || c.Snapshot || c.EntropyRateLimiter || c.Pmem || c.MemoryHotplug {
 		t.Errorf("claims what it does not do: %+v", c)
 	}
-	if !c.Balloon || !c.SendCtrlAltDel || !c.DrivePathUpdate || !c.Entropy {
+	if !c.Balloon || !c.SendCtrlAltDel || !c.DrivePathUpdate || !c.Entropy || !c.MMDS || !c.NetRateLimiter || !c.BlockRateLimiter {
 		t.Errorf("hides what it does: %+v", c)
 	}
 }

@@ -42,8 +42,10 @@ func (*Backend) Available(options map[string]string) error {
 // Capabilities reports what QEMU's microvm gives ember today. QEMU 7.2
 // attaches virtio-pmem and virtio-mem only through PCI (on virtio-mmio
 // they realize but are never mapped into guest memory), so pmem and memory
-// hotplug are absent; vsock (Firecracker's Unix-socket protocol), MMDS,
-// rate limiters and snapshots are not implemented yet.
+// hotplug are absent; vsock (Firecracker's Unix-socket protocol), entropy
+// rate limiters and snapshots are not implemented yet. MMDS and drive and
+// interface rate limiters run in ember's own device models, served to
+// QEMU over vhost-user.
 func (*Backend) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
 		Balloon:           true,
@@ -54,6 +56,9 @@ func (*Backend) Capabilities() hypervisor.Capabilities {
 		AsyncIO:           true,
 		DrivePathUpdate:   true,
 		SendCtrlAltDel:    true,
+		MMDS:              true,
+		NetRateLimiter:    true,
+		BlockRateLimiter:  true,
 	}
 }
 
@@ -149,11 +154,13 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		in.DriveSerials = append(in.DriveSerials, serial)
 	}
 	for _, n := range spec.Nets {
-		f, err := dupFile(n.Tap)
-		if err != nil {
-			return nil, fmt.Errorf("network interface %s: duplicating the tap: %w", n.ID, err)
+		var f *os.File
+		if !goNet(&n) {
+			if f, err = dupFile(n.Tap); err != nil {
+				return nil, fmt.Errorf("network interface %s: duplicating the tap: %w", n.ID, err)
+			}
+			opened = append(opened, f)
 		}
-		opened = append(opened, f)
 		in.Taps = append(in.Taps, f)
 		mac := n.GuestMAC
 		if mac == "" {
@@ -161,6 +168,20 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		}
 		in.MACs = append(in.MACs, mac)
 	}
+	// Devices that run in ember serve before QEMU starts: QEMU connects
+	// to them while it starts. They are closed after QEMU on every path.
+	gd, err := startGoDevices(spec, env, in.MACs)
+	if err != nil {
+		return nil, err
+	}
+	created := false
+	defer func() {
+		gd.releaseFrontEnds()
+		if !created {
+			gd.close()
+		}
+	}()
+	in.DriveVU, in.NetVU = gd.frontEnds()
 	qmpOurs, qmpTheirs, err := socketPair("qmp")
 	if err != nil {
 		return nil, err
@@ -185,6 +206,7 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	log.Debugf("qemu command: %s", quoteArgs(append([]string{bin}, p.args...)))
 
 	m := newMachine(spec, env, p)
+	m.godevs = gd
 	if resetLog != nil {
 		// The machine keeps its own descriptor to read the log back.
 		if m.resetLog, err = dupFile(resetLog); err != nil {
@@ -206,12 +228,14 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	m.cmd = cmd
+	created = true // from here on, every failure ends in m.Close, which closes gd
 	go m.reap()
 	// QEMU has its copies now; ours must go so EOFs reach the right ends.
 	for _, c := range opened {
 		c.Close()
 	}
 	opened = nil
+	gd.releaseFrontEnds()
 
 	if err := m.connect(ctx, qmpOurs, conOurs); err != nil {
 		if ctx.Err() != nil {

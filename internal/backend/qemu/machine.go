@@ -22,6 +22,7 @@ import (
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/qmp"
 	"github.com/ember-vmm/ember/internal/syserr"
+	"github.com/ember-vmm/ember/internal/vmconfig"
 )
 
 // ErrEnded is returned (wrapped) by operations on a VM that has ended.
@@ -40,6 +41,8 @@ type machine struct {
 	taps map[string]string
 	// resetLog is QEMU's CPU reset log under TCG (nil otherwise).
 	resetLog *os.File
+	// godevs are the devices ember runs over vhost-user (nil if none).
+	godevs *goDevices
 
 	paused     atomic.Bool
 	pendingCAD atomic.Bool // Ctrl+Alt+Del sent while paused, pressed on resume
@@ -452,6 +455,9 @@ func (m *machine) Close() error {
 		} else {
 			close(m.done)
 		}
+		// QEMU is gone: the servers have lost their front-end and no guest
+		// request is in flight, so the devices can stop.
+		m.godevs.close()
 		if m.resetLog != nil {
 			m.resetLog.Close()
 		}
@@ -470,6 +476,9 @@ func (m *machine) Close() error {
 func (m *machine) UpdateDrive(ctx context.Context, driveID, pathOnHost string) error {
 	m.driveMu.Lock()
 	defer m.driveMu.Unlock()
+	if ok, err := m.godevs.updateDrive(driveID, pathOnHost); ok {
+		return err
+	}
 	idx := -1
 	for i, d := range m.plan.drives {
 		if d.ID == driveID {
@@ -659,4 +668,36 @@ func (s *stderrLog) tail() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return string(s.last)
+}
+
+// UpdateDriveRateLimiter changes a drive's rate limiter while the guest
+// runs (PATCH /drives); a nil bucket keeps the old one. Only drives that
+// booted with a rate limiter run on ember's device, where the limiter
+// lives; a drive on QEMU's block layer cannot gain one.
+func (m *machine) UpdateDriveRateLimiter(_ context.Context, driveID string, rl *vmconfig.RateLimiterConfig) error {
+	if m.godevs.updateDriveLimiter(driveID, rl) {
+		return nil
+	}
+	for _, d := range m.plan.drives {
+		if d.ID == driveID {
+			return fmt.Errorf("drive %s was started without a rate limiter, so it runs on QEMU's block layer and cannot be limited while the VM runs; give it a rate_limiter before InstanceStart: %w",
+				driveID, hypervisor.ErrNotSupported)
+		}
+	}
+	return fmt.Errorf("no drive with id %s", driveID)
+}
+
+// UpdateNetRateLimiters changes an interface's rate limiters while the
+// guest runs (PATCH /network-interfaces); a nil limiter or bucket keeps the
+// old one. As for drives, only interfaces that booted on ember's device
+// (with MMDS or a rate limiter) can be limited.
+func (m *machine) UpdateNetRateLimiters(_ context.Context, ifaceID string, rx, tx *vmconfig.RateLimiterConfig) error {
+	if m.godevs.updateNetLimiters(ifaceID, rx, tx) {
+		return nil
+	}
+	if _, ok := m.taps[ifaceID]; ok {
+		return fmt.Errorf("network interface %s was started without a rate limiter or MMDS, so it runs on QEMU's tap path and cannot be limited while the VM runs; give it a rate limiter before InstanceStart: %w",
+			ifaceID, hypervisor.ErrNotSupported)
+	}
+	return fmt.Errorf("no network interface with id %s", ifaceID)
 }

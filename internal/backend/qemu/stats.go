@@ -32,6 +32,9 @@ func (m *machine) DeviceStats(ctx context.Context) (hypervisor.DeviceStats, erro
 	}
 	for _, b := range blocks {
 		for i, d := range m.plan.drives {
+			if d.VhostUser {
+				continue // counted by ember's device
+			}
 			// QEMU names the device by its id, or by its QOM path.
 			name := "blk" + strconv.Itoa(i)
 			if b.QDev == name || strings.Contains(b.QDev, "/"+name+"/") {
@@ -42,7 +45,11 @@ func (m *machine) DeviceStats(ctx context.Context) (hypervisor.DeviceStats, erro
 			}
 		}
 	}
+	m.godevs.stats(&st)
 	for id, tap := range m.taps {
+		if _, ok := st.Net[id]; ok {
+			continue // counted by ember's device
+		}
 		read := func(name string) uint64 {
 			b, _ := os.ReadFile(filepath.Join("/sys/class/net", tap, "statistics", name))
 			v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
