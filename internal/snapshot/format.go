@@ -243,6 +243,9 @@ func Decode(b []byte) (*File, error) {
 	if err := checkHeader(&f.Header, f.Sections); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
+	if f.Created.IsZero() {
+		return nil, fmt.Errorf("%w: no creation time", ErrCorrupt)
+	}
 	if f.Arch != HostArch() {
 		return nil, fmt.Errorf("%w: arch %q under magic of %s", ErrCorrupt, f.Arch, HostArch())
 	}

@@ -156,7 +156,7 @@ func build(magic uint64, version string, header any, sections []byte) []byte {
 }
 
 func goodHeader() wireHeader {
-	return wireHeader{Format: Format, Backend: "qemu", Arch: HostArch(), MemSize: 1 << 20,
+	return wireHeader{Format: Format, Backend: "qemu", Arch: HostArch(), Created: time.Unix(1e9, 0), MemSize: 1 << 20,
 		Regions: []Region{{0, 1 << 20}}, Sections: []wireSection{{"a", "raw", 3}}}
 }
 
@@ -201,6 +201,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"JSON section not JSON", with(func(h *wireHeader) { h.Sections[0].Encoding = "json" }), ErrCorrupt, ""},
 		{"no backend", with(func(h *wireHeader) { h.Backend = "" }), ErrCorrupt, ""},
 		{"other arch name", with(func(h *wireHeader) { h.Arch = "riscv64" }), ErrCorrupt, ""},
+		{"no creation time", with(func(h *wireHeader) { h.Created = time.Time{} }), ErrCorrupt, ""},
 		{"mem size mismatch", with(func(h *wireHeader) { h.MemSize++ }), ErrCorrupt, ""},
 		{"unaligned region", with(func(h *wireHeader) { h.Regions[0].GPA = 1 }), ErrCorrupt, ""},
 		{"overlapping regions", with(func(h *wireHeader) {
