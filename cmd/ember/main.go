@@ -28,6 +28,7 @@ import (
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/metrics"
 	"github.com/ember-vmm/ember/internal/microhttp"
+	"github.com/ember-vmm/ember/internal/snapshot"
 	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/syserr"
 	"github.com/ember-vmm/ember/internal/tap"
@@ -332,15 +333,54 @@ func abort(log logger.Log, msg string) {
 	(&cli.Exit{Abort: true, Code: cli.ExitAborted}).Terminate()
 }
 
+// describeSnapshot is --describe-snapshot: the state file's version on
+// stdout ("v11.0.0"), or Firecracker's error: the message in the log (on
+// stdout, no logger being configured yet), the Rust Debug form on stderr.
+// Like Firecracker it describes files of any version and backend.
 func describeSnapshot(path string) int {
-	f, err := os.Open(path)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "Error: PrintSnapshotDataFormat(OpenSnapshot(%s))\n", rustDebug(syserr.Display(err)))
-		return cli.ExitGenericError
+	version, err := snapshot.Describe(path)
+	if err == nil {
+		ex := &cli.Exit{Code: cli.ExitOK, Stdout: version + "\n"}
+		ex.Emit(os.Stdout, os.Stderr)
+		return ex.Code
 	}
-	f.Close()
-	fmt.Fprintf(os.Stderr, "Error: PrintSnapshotDataFormat(SnapshotVersion(InvalidMagic))\n")
-	return cli.ExitGenericError
+	// Firecracker's SnapshotError variants: Debug form and Display text.
+	custom := func(kind, msg string) (string, string) {
+		return "Io(Custom { kind: " + kind + ", error: " + rustDebug(msg) + " })", "IO Error: " + msg
+	}
+	var debug, display string
+	var openErr *snapshot.OpenError
+	var ioErr *snapshot.IOError
+	var magicErr *snapshot.MagicError
+	switch {
+	case errors.As(err, &openErr):
+		debug = "OpenSnapshot(" + syserr.Debug(openErr.Err) + ")"
+		display = "Unable to open snapshot state file: " + syserr.Display(openErr.Err)
+	case errors.Is(err, snapshot.ErrTooShort):
+		debug, display = custom("UnexpectedEof", snapshot.ErrTooShort.Error())
+	case errors.As(err, &ioErr):
+		debug, display = "Io("+syserr.Debug(ioErr.Err)+")", "IO Error: "+syserr.Display(ioErr.Err)
+	case errors.Is(err, snapshot.ErrTooLarge):
+		debug = "SizeLimitExceeded(" + strconv.Itoa(snapshot.MaxSize) + ")"
+		display = "Snapshot size exceeds limit of " + strconv.Itoa(snapshot.MaxSize) + " bytes"
+	case errors.As(err, &magicErr):
+		debug = "InvalidMagic(" + strconv.FormatUint(magicErr.Magic, 10) + ")"
+		display = magicErr.Error()
+	case errors.Is(err, snapshot.ErrCRC):
+		debug, display = "Crc64", err.Error()
+	default:
+		// A checksummed file whose structure is wrong: Firecracker would
+		// fail to decode it; say what is wrong.
+		debug, display = custom("InvalidData", err.Error())
+	}
+	if openErr == nil {
+		debug = "SnapshotVersion(" + debug + ")"
+		display = "Invalid data format version of snapshot file: " + display
+	}
+	ex := &cli.Exit{Code: cli.ExitGenericError, Log: "When printing Snapshot Data format: " + display,
+		Stderr: "Error: PrintSnapshotDataFormat(" + debug + ")\n"}
+	ex.Emit(os.Stdout, os.Stderr)
+	return ex.Code
 }
 
 func nilIfEmpty(s string) *string {
