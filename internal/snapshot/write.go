@@ -12,7 +12,9 @@ import (
 
 // Write writes f to the state file at path, atomically: on success the file
 // at path (replaced if it existed, as Firecracker overwrites) holds all of
-// f; on failure path is as it was and no temporary file remains. Errors are
+// f; on failure path is as it was and no temporary file remains (but if the
+// directory cannot be synced after the rename, the new file is removed: it
+// might not survive a crash, so it must not be taken as written). Errors are
 // *fs.PathError naming the step ("open", "write", "sync_all", "rename",
 // "sync_dir"), or wrap ErrInvalid when f itself is unusable.
 func Write(path string, f *File) error {
