@@ -404,6 +404,10 @@ func TestWithKernelArg(t *testing.T) {
 		{"a tsc_early_khz=5 b", "a tsc_early_khz=5 b"},
 		{"a -- tsc_early_khz=5", "a tsc_early_khz=1 -- tsc_early_khz=5"},
 		{"a  ", "a tsc_early_khz=1"},
+		{" --", "tsc_early_khz=1 --"},
+		{"-- init", "tsc_early_khz=1 -- init"},
+		{"a --", "a tsc_early_khz=1 --"},
+		{"a --b", "a --b tsc_early_khz=1"},
 	}
 	for _, tc := range tests {
 		if got := withKernelArg(tc.in, "tsc_early_khz=1"); got != tc.want {

@@ -284,7 +284,8 @@ func checkHost(ctx context.Context, bin string, spec *hypervisor.Spec) error {
 		}
 	}
 	for _, d := range spec.Drives {
-		if d.IOEngine == hypervisor.IOAsync {
+		// ember's own block device (over vhost-user) does its I/O itself.
+		if d.IOEngine == hypervisor.IOAsync && !goDrive(&d) {
 			if err := probeIOURing(ctx, bin); err != nil {
 				return fmt.Errorf("drive %s: io_engine Async needs io_uring, which %s cannot use here: %w", d.ID, bin, err)
 			}

@@ -259,9 +259,18 @@ func checkAppend(t *testing.T, cmdline string, tsc uint64, got string) {
 		}
 		return
 	}
-	_, wantInit, hasInit := strings.Cut(cmdline, " -- ")
-	gotKernel, gotInit, gotHasInit := strings.Cut(got, " -- ")
-	if hasInit != gotHasInit || hasInit && gotInit != wantInit {
+	// Words after the first "--" word are init's.
+	split := func(s string) (kernel, init []string, has bool) {
+		f := strings.Fields(s)
+		if i := slices.Index(f, "--"); i >= 0 {
+			return f[:i], f[i+1:], true
+		}
+		return f, nil, false
+	}
+	_, wantInit, hasInit := split(cmdline)
+	gotKernelWords, gotInit, gotHasInit := split(got)
+	gotKernel := strings.Join(gotKernelWords, " ")
+	if hasInit != gotHasInit || !slices.Equal(gotInit, wantInit) {
 		t.Fatalf("-append %q lost the init arguments of %q", got, cmdline)
 	}
 	if got != cmdline && !slices.Contains(strings.Fields(gotKernel), tscArg(tsc)) {

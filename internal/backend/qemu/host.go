@@ -171,7 +171,7 @@ func hostTSCkHz(cpuinfo []byte) uint64 {
 // name is already among the kernel's parameters.
 func withKernelArg(cmdline, arg string) string {
 	name, _, _ := strings.Cut(arg, "=")
-	kernel, rest, hasInit := strings.Cut(cmdline, " -- ")
+	kernel, rest, hasInit := splitInit(cmdline)
 	for _, f := range strings.Fields(kernel) {
 		if k, _, _ := strings.Cut(f, "="); k == name {
 			return cmdline
@@ -183,9 +183,29 @@ func withKernelArg(cmdline, arg string) string {
 	}
 	kernel += arg
 	if hasInit {
-		return kernel + " -- " + rest
+		return kernel + " --" + rest
 	}
 	return kernel
+}
+
+// splitInit cuts a command line at its first "--" word, which ends the
+// kernel's parameters (the rest goes to init): rest keeps what followed
+// the "--", leading space included.
+func splitInit(cmdline string) (kernel, rest string, ok bool) {
+	for i := 0; i < len(cmdline); {
+		for i < len(cmdline) && cmdline[i] == ' ' {
+			i++
+		}
+		j := i
+		for j < len(cmdline) && cmdline[j] != ' ' {
+			j++
+		}
+		if cmdline[i:j] == "--" {
+			return cmdline[:i], cmdline[j:], true
+		}
+		i = j
+	}
+	return cmdline, "", false
 }
 
 // hugePagesFree returns the number of free 2 MiB huge pages.
