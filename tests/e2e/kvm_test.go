@@ -46,6 +46,7 @@ var kvmTests = []struct {
 	{"HugePages2M", kvmHugePages2M},
 	{"MMDS", testMMDS},
 	{"DriveRateLimiter", testDriveRateLimiter},
+	{"Vsock", testVsock},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -61,6 +62,9 @@ func TestKVM(t *testing.T) {
 	}
 	if !nested.Inside() {
 		opts.Files["ember"] = emberBin
+	}
+	if v := os.Getenv("EMBER_VSOCK_MIB"); v != "" {
+		opts.Env = append(opts.Env, "EMBER_VSOCK_MIB="+v) // testVsock's transfer size
 	}
 	nested.Run(t, opts, func(t *testing.T, env *nested.Env) {
 		if env.Nested {
