@@ -159,8 +159,7 @@ func TestErrorsDrives(t *testing.T) {
 		{"unknown io_engine", "PUT", "/drives/x", async, serde(fmt.Sprintf("unknown variant `async`, expected `Async` or `Sync` at line 1 column %d", col(t, async, `"async"`)))},
 		{"unknown cache_type", "PUT", "/drives/x", cache, serde(fmt.Sprintf("unknown variant `Bogus`, expected `Unsafe` or `Writeback` at line 1 column %d", col(t, cache, `"Bogus"`)))},
 		{"empty rate limiter is no rate limiter", "PUT", "/drives/x", drive("x", false, `,"rate_limiter":{}`), ok204()},
-		{"rate limiter on this backend", "PUT", "/drives/y", drive("y", false, `,"rate_limiter":{"bandwidth":{"size":1000000,"refill_time":100}}`),
-			expectation{status: 400, faultPrefix: "Drive config error: ", faultContains: "The qemu backend does not support rate limiters on drives."}},
+		{"rate limiter", "PUT", "/drives/y", drive("y", false, `,"rate_limiter":{"bandwidth":{"size":1000000,"refill_time":100}}`), ok204()},
 		{"unknown rate limiter field", "PUT", "/drives/y", `{"drive_id":"y","is_root_device":false,"rate_limiter":{"bandwidth":{"size":1,"refill_time":2},"opz":null}}`,
 			serde("unknown field `opz`, expected `bandwidth` or `ops` at line 1 column 99")},
 		{"token bucket without refill_time", "PUT", "/drives/y", `{"drive_id":"y","is_root_device":false,"rate_limiter":{"ops":{"size":1}}}`,
@@ -242,8 +241,7 @@ func TestErrorsNets(t *testing.T) {
 			bad("Network config error: Could not create the network device: Open tap device failed: Invalid interface name")},
 		{"missing host_dev_name", "PUT", "/network-interfaces/4", `{"iface_id":"4"}`, serde("missing field `host_dev_name` at line 1 column 16")},
 		{"a missing tap is created, as root", "PUT", "/network-interfaces/5", `{"iface_id":"5","host_dev_name":"newtap5"}`, ok204()},
-		{"rate limiter on this backend", "PUT", "/network-interfaces/6", `{"iface_id":"6","host_dev_name":"tap1","tx_rate_limiter":{"bandwidth":{"size":1000000,"refill_time":100}}}`,
-			expectation{status: 400, faultPrefix: "Network config error: ", faultContains: "The qemu backend does not support rate limiters on network interfaces."}},
+		{"rate limiter", "PUT", "/network-interfaces/6", `{"iface_id":"6","host_dev_name":"tap1","tx_rate_limiter":{"bandwidth":{"size":1000000,"refill_time":100}}}`, ok204()},
 		{"PATCH before boot", "PATCH", "/network-interfaces/2", `{"iface_id":"2"}`, bad(notPreBoot)},
 		{"PATCH id mismatch", "PATCH", "/network-interfaces/2", `{"iface_id":"3"}`, bad("The id from the path [2] does not match the id from the body [3]!")},
 		{"PATCH unknown field", "PATCH", "/network-interfaces/2", `{"iface_id":"2","mtu":1500}`,
@@ -258,8 +256,8 @@ func TestErrorsNets(t *testing.T) {
 	for _, n := range cfg.Nets {
 		ids = append(ids, fmt.Sprint(n["iface_id"]))
 	}
-	if strings.Join(ids, ",") != "2,3,5" {
-		t.Errorf("interfaces after the table = %v, want [2 3 5]", ids)
+	if strings.Join(ids, ",") != "2,3,5,6" {
+		t.Errorf("interfaces after the table = %v, want [2 3 5 6]", ids)
 	}
 }
 
@@ -313,17 +311,15 @@ func TestErrorsMMDSConfig(t *testing.T) {
 		{"address checked before interfaces", "PUT", "/mmds/config", `{"version":"V2","network_interfaces":[],"ipv4_address":"10.0.0.1"}`, bad(prefix + "The MMDS IPv4 address is not link local.")},
 		{"bad address syntax", "PUT", "/mmds/config", `{"network_interfaces":["eth0"],"ipv4_address":"169.254.169.300"}`, serde("invalid IPv4 address syntax at line 1 column 63")},
 		{"missing interface list", "PUT", "/mmds/config", `{"version":"V2"}`, serde("missing field `network_interfaces` at line 1 column 16")},
-		{"valid V2 on this backend", "PUT", "/mmds/config", `{"version":"V2","network_interfaces":["eth0"],"ipv4_address":"169.254.169.250","imds_compat":true}`,
-			backendLacks(prefix, "the metadata service (MMDS)")},
-		{"valid V1 on this backend", "PUT", "/mmds/config", `{"network_interfaces":["eth0"]}`,
-			expectation{status: 400, fault: prefix + "The qemu backend does not support the metadata service (MMDS).", deprecation: true}},
-		{"no MMDS interface configured", "GET", "/vm/config", "", ok200("")},
+		{"valid V2", "PUT", "/mmds/config", `{"version":"V2","network_interfaces":["eth0"],"ipv4_address":"169.254.169.250","imds_compat":true}`, ok204()},
+		{"valid V1 replaces it", "PUT", "/mmds/config", `{"network_interfaces":["eth0"]}`, expectation{status: 204, deprecation: true}},
+		{"", "GET", "/vm/config", "", ok200("")},
 	}
 	runCases(t, e.client(), cases)
 	var cfg map[string]any
 	getJSON(t, e.client(), "/vm/config", &cfg)
-	if v, ok := cfg["mmds-config"]; !ok || v != nil {
-		t.Errorf("mmds-config = %v, want null", v)
+	if got, want := fmt.Sprint(cfg["mmds-config"]), "map[imds_compat:false ipv4_address:169.254.169.254 network_interfaces:[eth0] version:V1]"; got != want {
+		t.Errorf("mmds-config = %s, want %s", got, want)
 	}
 	e.waitLog("PUT /mmds/config: V1 is deprecated. Use V2 instead.", logTimeout)
 }

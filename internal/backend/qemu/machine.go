@@ -680,8 +680,9 @@ func (m *machine) UpdateDriveRateLimiter(_ context.Context, driveID string, rl *
 	}
 	for _, d := range m.plan.drives {
 		if d.ID == driveID {
-			return fmt.Errorf("drive %s was started without a rate limiter, so it runs on QEMU's block layer and cannot be limited while the VM runs; give it a rate_limiter before InstanceStart: %w",
-				driveID, hypervisor.ErrNotSupported)
+			// It runs on QEMU's block layer: give it a rate_limiter before
+			// InstanceStart to run it on ember's device instead.
+			return hypervisor.Unsupported(Name, "adding a rate limiter to a running drive that started without one")
 		}
 	}
 	return fmt.Errorf("no drive with id %s", driveID)
@@ -696,8 +697,9 @@ func (m *machine) UpdateNetRateLimiters(_ context.Context, ifaceID string, rx, t
 		return nil
 	}
 	if _, ok := m.taps[ifaceID]; ok {
-		return fmt.Errorf("network interface %s was started without a rate limiter or MMDS, so it runs on QEMU's tap path and cannot be limited while the VM runs; give it a rate limiter before InstanceStart: %w",
-			ifaceID, hypervisor.ErrNotSupported)
+		// It runs on QEMU's tap path: give it a rate limiter before
+		// InstanceStart to run it on ember's device instead.
+		return hypervisor.Unsupported(Name, "adding a rate limiter to a running interface that started without one or MMDS")
 	}
 	return fmt.Errorf("no network interface with id %s", ifaceID)
 }
