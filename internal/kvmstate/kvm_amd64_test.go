@@ -69,6 +69,10 @@ const (
 var xmmPattern = []byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f}
 
 // Values the test plants in state to see them survive.
+// guestTSCStart is the source guest's TSC at start: about ten minutes at
+// 2 GHz, far from what a fresh VM's TSC reads.
+const guestTSCStart = 1 << 40
+
 var plantedMSRs = []kvm.MSREntry{
 	{Index: 0xc0000082, Data: 0xffffffff81000000}, // LSTAR
 	{Index: 0xc0000102, Data: 0xffff888012345678}, // KERNEL_GS_BASE (canonical, as KVM insists)
@@ -235,6 +239,13 @@ func startGuest(t *testing.T, vm *kvm.VM, c *kvm.VCPU, cpuid []kvm.CPUIDEntry) {
 	}
 	if n, err := c.SetMSRs(plantedMSRs); err != nil || n != len(plantedMSRs) {
 		t.Fatalf("planting MSRs: %d, %v", n, err)
+	}
+	// Start the guest's TSC far from zero. KVM takes a host write within a
+	// second's worth of cycles of the TSC it expects as an attempt to keep
+	// vCPUs in sync and ignores its value; a guest that ran a fraction of a
+	// second would then restore with a TSC near zero, as a fresh VM's is.
+	if n, err := c.SetMSRs([]kvm.MSREntry{{Index: msrTSC, Data: guestTSCStart}}); err != nil || n != 1 {
+		t.Fatalf("setting the TSC: %d, %v", n, err)
 	}
 	chip, err := vm.GetIRQChip(kvm.IRQChipIOAPIC)
 	if err != nil {
