@@ -259,9 +259,26 @@ func checkAppend(t *testing.T, cmdline string, tsc uint64, got string) {
 		}
 		return
 	}
-	// Words after the first "--" word are init's.
+	// Words after the first "--" word are init's. Words are split the way
+	// the kernel's parser splits them: on its isspace bytes (Linux's ctype
+	// table: space, \t, \n, \v, \f, \r and Latin-1's 0xa0), byte by byte.
+	words := func(s string) []string {
+		var out []string
+		start := -1
+		for i := 0; i <= len(s); i++ {
+			sep := i == len(s) || strings.IndexByte(" \t\n\v\f\r\xa0", s[i]) >= 0
+			switch {
+			case sep && start >= 0:
+				out = append(out, s[start:i])
+				start = -1
+			case !sep && start < 0:
+				start = i
+			}
+		}
+		return out
+	}
 	split := func(s string) (kernel, init []string, has bool) {
-		f := strings.Fields(s)
+		f := words(s)
 		if i := slices.Index(f, "--"); i >= 0 {
 			return f[:i], f[i+1:], true
 		}
@@ -273,7 +290,7 @@ func checkAppend(t *testing.T, cmdline string, tsc uint64, got string) {
 	if hasInit != gotHasInit || !slices.Equal(gotInit, wantInit) {
 		t.Fatalf("-append %q lost the init arguments of %q", got, cmdline)
 	}
-	if got != cmdline && !slices.Contains(strings.Fields(gotKernel), tscArg(tsc)) {
+	if got != cmdline && !slices.Contains(words(gotKernel), tscArg(tsc)) {
 		t.Fatalf("-append %q changed %q without adding %s", got, cmdline, tscArg(tsc))
 	}
 }

@@ -172,12 +172,14 @@ func hostTSCkHz(cpuinfo []byte) uint64 {
 func withKernelArg(cmdline, arg string) string {
 	name, _, _ := strings.Cut(arg, "=")
 	kernel, rest, hasInit := splitInit(cmdline)
-	for _, f := range strings.Fields(kernel) {
+	for _, f := range kernelWords(kernel) {
 		if k, _, _ := strings.Cut(f, "="); k == name {
 			return cmdline
 		}
 	}
-	kernel = strings.TrimRight(kernel, " ")
+	for kernel != "" && kernelSpace(kernel[len(kernel)-1]) {
+		kernel = kernel[:len(kernel)-1]
+	}
 	if kernel != "" {
 		kernel += " "
 	}
@@ -188,16 +190,46 @@ func withKernelArg(cmdline, arg string) string {
 	return kernel
 }
 
-// splitInit cuts a command line at its first "--" word, which ends the
-// kernel's parameters (the rest goes to init): rest keeps what followed
-// the "--", leading space included.
-func splitInit(cmdline string) (kernel, rest string, ok bool) {
-	for i := 0; i < len(cmdline); {
-		for i < len(cmdline) && cmdline[i] == ' ' {
+// kernelSpace reports whether the kernel's command-line parser takes b
+// as a separator between words (its isspace; Latin-1's 0xa0 included).
+func kernelSpace(b byte) bool {
+	switch b {
+	case ' ', '\t', '\n', '\v', '\f', '\r', 0xa0:
+		return true
+	}
+	return false
+}
+
+// kernelWords splits a command line into words as the kernel does.
+func kernelWords(s string) []string {
+	var out []string
+	for i := 0; i < len(s); {
+		for i < len(s) && kernelSpace(s[i]) {
 			i++
 		}
 		j := i
-		for j < len(cmdline) && cmdline[j] != ' ' {
+		for j < len(s) && !kernelSpace(s[j]) {
+			j++
+		}
+		if j > i {
+			out = append(out, s[i:j])
+		}
+		i = j
+	}
+	return out
+}
+
+// splitInit cuts a command line at its first "--" word, which ends the
+// kernel's parameters (the rest goes to init): rest keeps what followed
+// the "--", leading separator included. Words are split as the kernel
+// splits them, on any of its space bytes.
+func splitInit(cmdline string) (kernel, rest string, ok bool) {
+	for i := 0; i < len(cmdline); {
+		for i < len(cmdline) && kernelSpace(cmdline[i]) {
+			i++
+		}
+		j := i
+		for j < len(cmdline) && !kernelSpace(cmdline[j]) {
 			j++
 		}
 		if cmdline[i:j] == "--" {
