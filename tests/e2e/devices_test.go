@@ -37,17 +37,21 @@ func TestNetworkPing(t *testing.T) {
 	}, http.StatusNoContent)
 	e.boot(a, 128, testguest.Net(guestIP+"/30"), testguest.Ping(hostIP),
 		testguest.Script(`echo "EMBER-GUEST: mac $(cat /sys/class/net/eth0/address)"`),
-		testguest.End(testguest.EndReboot))
+		testguest.End(testguest.EndWait))
 	if got := e.waitLine("EMBER-GUEST: ping ", bootTimeout); got != "EMBER-GUEST: ping ok" {
 		t.Fatalf("the guest could not ping %s through the tap: %q", hostIP, got)
 	}
 	if got := e.waitLine("EMBER-GUEST: mac ", bootTimeout); got != "EMBER-GUEST: mac "+guestMAC {
 		t.Errorf("guest eth0: %q, want MAC %s", got, guestMAC)
 	}
+	// The guest stays up while the host looks: once QEMU closes the tap the
+	// link loses carrier and the kernel flushes the tap's neighbours.
+	e.waitLine(testguest.MarkerReady, bootTimeout)
 	if neigh := ip(t, "-n", ns, "neigh", "show", "dev", tap); !strings.Contains(neigh, guestMAC) {
 		t.Errorf("the host side never saw the guest's MAC: %q", neigh)
 	}
-	e.wantExit(0, bootTimeout)
+	e.action("SendCtrlAltDel")
+	e.wantExit(0, exitTimeout)
 }
 
 var memLine = regexp.MustCompile(`^EMBER-GUEST: mem (\d+) (\d+)$`)
