@@ -88,7 +88,7 @@ var planOptions = map[string]bool{
 	"-display": true, "-machine": true, "-accel": true, "-cpu": true, "-smp": true, "-m": true,
 	"-global": true, "-action": true, "-chardev": true, "-mon": true, "-device": true,
 	"-object": true, "-blockdev": true, "-netdev": true, "-kernel": true, "-initrd": true,
-	"-append": true, "-d": true, "-D": true,
+	"-append": true, "-d": true, "-D": true, "-sandbox": true,
 }
 
 // Values of non-JSON options: fixed text and numbers only.
@@ -107,6 +107,7 @@ var plainValue = map[string]*regexp.Regexp{
 	"-initrd":  regexp.MustCompile(`^/dev/fd/\d+$`),
 	"-d":       regexp.MustCompile(`^cpu_reset$`),
 	"-D":       regexp.MustCompile(`^/dev/fd/\d+$`),
+	"-sandbox": regexp.MustCompile(`^on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny$`),
 }
 
 // Keys each JSON option value may have, by its driver (or qom-type, or
