@@ -621,7 +621,7 @@ func parsePutSnapshot(body []byte, t *tokens, m *metrics.Metrics) (*parsed, *req
 		if c.MemBackend != nil {
 			p.MemBackend = *c.MemBackend
 		} else {
-			p.MemBackend = vmconfig.MemBackendConfig{BackendPath: *c.MemFilePath, BackendType: "File"}
+			p.MemBackend = vmconfig.MemBackendConfig{BackendPath: *c.MemFilePath, BackendType: vmconfig.MemBackendFile}
 		}
 		out := &parsed{action: vmm.LoadSnapshot{Params: p}}
 		if c.MemFilePath != nil || c.EnableDiffSnapshots {

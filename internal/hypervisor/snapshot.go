@@ -21,7 +21,10 @@ type Snapshotter interface {
 	// backend's sections to f. The machine is paused and stays paused. A
 	// failure leaves no memory file that looks complete at req.MemPath
 	// (a Diff into an existing file may have merged some pages into it,
-	// as Firecracker's does).
+	// as Firecracker's does). Errors writing the file are *fs.PathError
+	// naming the step, as package snapshot's writers return them, so the
+	// controller can word them as Firecracker does. A restored machine that
+	// has not started yet may be saved too.
 	SaveSnapshot(ctx context.Context, req SaveRequest, f *snapshot.File) error
 }
 

@@ -217,6 +217,17 @@ func (r *Resources) SetBootSource(c BootSourceConfig) error {
 	return nil
 }
 
+// RestoreBootSource records the boot source of a VM restored from a
+// snapshot, for GET /vm/config. Nothing is opened: a restored VM loads no
+// kernel, and its files may be long gone.
+func (r *Resources) RestoreBootSource(c BootSourceConfig) {
+	var cmd *bootargs.Cmdline
+	if c.BootArgs != nil {
+		cmd, _ = bootargs.Parse(*c.BootArgs, bootargs.MaxSize)
+	}
+	r.boot = &bootSource{config: c, cmdline: cmd}
+}
+
 // BootSource returns the boot source as GET /vm/config shows it.
 func (r *Resources) BootSource() BootSourceConfig {
 	if r.boot == nil {

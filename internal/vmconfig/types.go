@@ -401,6 +401,12 @@ type CreateSnapshotParams struct {
 // MemBackendType says how a loaded snapshot's memory is provided.
 type MemBackendType string
 
+// The mem_backend types.
+const (
+	MemBackendFile MemBackendType = "File"
+	MemBackendUffd MemBackendType = "Uffd"
+)
+
 // SerdeVariants lists the accepted values.
 func (MemBackendType) SerdeVariants() []string { return []string{"File", "Uffd"} }
 

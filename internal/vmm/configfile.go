@@ -61,60 +61,13 @@ func (c *Controller) BootFromConfig(ctx context.Context, configJSON, metadataJSO
 	if err := r.SetBootSource(cfg.BootSource); err != nil {
 		return parseFailed("Boot source error", err)
 	}
-	for _, d := range cfg.Drives {
-		if d.CacheType == "" {
-			d.CacheType = vmconfig.CacheUnsafe
+	if prefix, err := c.applyDevices(&cfg, func() error {
+		if metadataJSON != nil {
+			return c.putMetadata(metadataJSON)
 		}
-		if err := r.SetDrive(d); err != nil {
-			return parseFailed("Block device error", err)
-		}
-	}
-	for _, n := range cfg.NetworkInterfaces {
-		if err := r.SetNet(n); err != nil {
-			return parseFailed("Network device error", err)
-		}
-	}
-	if cfg.Vsock != nil {
-		if err := r.SetVsock(*cfg.Vsock); err != nil {
-			return parseFailed("Vsock device error", err)
-		}
-	}
-	if cfg.Balloon != nil {
-		if err := r.SetBalloon(*cfg.Balloon); err != nil {
-			return parseFailed("Balloon device error", err)
-		}
-	}
-	if metadataJSON != nil {
-		if err := c.putMetadata(metadataJSON); err != nil {
-			return parseFailed("MMDS error", err)
-		}
-	}
-	if cfg.MMDSConfig != nil {
-		if err := r.SetMMDSConfig(*cfg.MMDSConfig, c.cfg.ID); err != nil {
-			return parseFailed("MMDS config error", err)
-		}
-	}
-	if cfg.Entropy != nil {
-		if err := r.SetEntropy(*cfg.Entropy); err != nil {
-			return parseFailed("Entropy device error", err)
-		}
-	}
-	for _, p := range cfg.Pmem {
-		if err := r.SetPmem(p); err != nil {
-			return parseFailed("Pmem device error", err)
-		}
-	}
-	if cfg.MemoryHotplug != nil {
-		m := *cfg.MemoryHotplug
-		if m.BlockSizeMiB == 0 {
-			m.BlockSizeMiB = vmconfig.DefaultBlockSizeMiB
-		}
-		if m.SlotSizeMiB == 0 {
-			m.SlotSizeMiB = vmconfig.DefaultSlotSizeMiB
-		}
-		if err := r.SetMemoryHotplug(m); err != nil {
-			return parseFailed("Memory hotplug config error", err)
-		}
+		return nil
+	}); err != nil {
+		return parseFailed(prefix, err)
 	}
 	if err := c.start(ctx); err != nil {
 		return &configError{msg: "Could not Start MicroVM from one single json: " + err.Error()}
@@ -148,4 +101,65 @@ func (c *Controller) putMetadata(data []byte) error {
 	}
 	c.log.Infof("Successfully added metadata to mmds from file")
 	return nil
+}
+
+// applyDevices applies cfg's devices in Firecracker's order, calling
+// metadata between the balloon and mmds-config; on failure it returns the
+// prefix Firecracker puts before the error.
+func (c *Controller) applyDevices(cfg *vmconfig.VMMConfig, metadata func() error) (string, error) {
+	r := c.res
+	for _, d := range cfg.Drives {
+		if d.CacheType == "" {
+			d.CacheType = vmconfig.CacheUnsafe
+		}
+		if err := r.SetDrive(d); err != nil {
+			return "Block device error", err
+		}
+	}
+	for _, n := range cfg.NetworkInterfaces {
+		if err := r.SetNet(n); err != nil {
+			return "Network device error", err
+		}
+	}
+	if cfg.Vsock != nil {
+		if err := r.SetVsock(*cfg.Vsock); err != nil {
+			return "Vsock device error", err
+		}
+	}
+	if cfg.Balloon != nil {
+		if err := r.SetBalloon(*cfg.Balloon); err != nil {
+			return "Balloon device error", err
+		}
+	}
+	if err := metadata(); err != nil {
+		return "MMDS error", err
+	}
+	if cfg.MMDSConfig != nil {
+		if err := r.SetMMDSConfig(*cfg.MMDSConfig, c.cfg.ID); err != nil {
+			return "MMDS config error", err
+		}
+	}
+	if cfg.Entropy != nil {
+		if err := r.SetEntropy(*cfg.Entropy); err != nil {
+			return "Entropy device error", err
+		}
+	}
+	for _, p := range cfg.Pmem {
+		if err := r.SetPmem(p); err != nil {
+			return "Pmem device error", err
+		}
+	}
+	if cfg.MemoryHotplug != nil {
+		m := *cfg.MemoryHotplug
+		if m.BlockSizeMiB == 0 {
+			m.BlockSizeMiB = vmconfig.DefaultBlockSizeMiB
+		}
+		if m.SlotSizeMiB == 0 {
+			m.SlotSizeMiB = vmconfig.DefaultSlotSizeMiB
+		}
+		if err := r.SetMemoryHotplug(m); err != nil {
+			return "Memory hotplug config error", err
+		}
+	}
+	return "", nil
 }

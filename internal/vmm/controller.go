@@ -106,6 +106,9 @@ type Controller struct {
 	ended    *Ended
 	stopTick chan struct{}
 	closing  bool // Shutdown has begun; the machine's end is expected
+	// pendingStart: the machine was restored from a snapshot and has not
+	// run yet; the first resume starts it.
+	pendingStart bool
 	// lastStats are the device counters already turned into metrics.
 	lastStats hypervisor.DeviceStats
 
@@ -273,7 +276,7 @@ func (c *Controller) preBoot(ctx context.Context, a Action) (any, error) {
 	case SetMMDSConfig:
 		return nil, c.bootResource("MMMDS config error", r.SetMMDSConfig(a.Config, c.cfg.ID))
 	case LoadSnapshot:
-		return nil, wrap("Load snapshot error", c.loadSnapshot(a.Params))
+		return nil, wrap("Load snapshot error", c.loadSnapshot(ctx, a.Params))
 	case StartMicroVM:
 		return nil, wrap("Start microvm error", c.start(ctx))
 	case CreateSnapshot, FlushMetrics, Pause, Resume, GetBalloonStats, GetMemoryHotplugStatus,
@@ -363,7 +366,7 @@ func (c *Controller) runtime(ctx context.Context, a Action) (any, error) {
 		}
 		return nil, wrap("Memory hotplug update error", hypervisor.Unsupported(r.Backend, "memory hotplug"))
 	case CreateSnapshot:
-		return nil, wrap("Create snapshot error", c.createSnapshot(a.Params))
+		return nil, wrap("Create snapshot error", c.createSnapshot(ctx, a.Params))
 	case ConfigureBootSource, ConfigureLogger, ConfigureMetrics, ConfigureSerial, LoadSnapshot,
 		PutCPUConfig, SetBalloon, SetVsock, SetMMDSConfig, SetEntropy, SetMemoryHotplug,
 		StartMicroVM, UpdateMachineConfig:
@@ -447,29 +450,6 @@ func (c *Controller) runtimeMMDS() mmdsStore {
 	return c.res.MMDSIfInitialized()
 }
 
-func (c *Controller) loadSnapshot(p vmconfig.LoadSnapshotParams) error {
-	if c.bootPath {
-		err := errors.New("Loading a microVM snapshot not allowed after configuring boot-specific resources.")
-		c.log.Infof("%s", err)
-		return err
-	}
-	// From here a failure is fatal, as in Firecracker: the answer is sent,
-	// then the process ends with code 1.
-	c.requestExit(Exit{Code: ExitGenericError, Reason: "snapshot load failed",
-		Message: "Failed to build MicroVM: Loading snapshot failed..", Debug: "BuildMicroVmError(Restore)"})
-	return hypervisor.Unsupported(c.res.Backend, "snapshots")
-}
-
-func (c *Controller) createSnapshot(p vmconfig.CreateSnapshotParams) error {
-	if p.SnapshotType == vmconfig.SnapshotDiff {
-		c.log.Warnf("Virtual machine diff snapshots is in development preview.")
-	}
-	if c.state != Paused {
-		return errors.New("Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")
-	}
-	return hypervisor.Unsupported(c.res.Backend, "snapshots")
-}
-
 // start builds and boots the VM (InstanceStart).
 func (c *Controller) start(ctx context.Context) error {
 	c.log.Debugf("event_start: build microvm for boot")
@@ -481,19 +461,9 @@ func (c *Controller) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	console, err := c.openConsole()
+	env, console, err := c.machineEnv()
 	if err != nil {
 		return err
-	}
-	env := hypervisor.Env{
-		Log:        c.log,
-		Console:    console,
-		RuntimeDir: c.cfg.RuntimeDir,
-		Options:    c.cfg.BackendOptions,
-		Metrics:    c.cfg.Metrics,
-	}
-	if console.stdin && c.cfg.Stdin != nil {
-		env.ConsoleIn = c.cfg.Stdin
 	}
 	m, err := c.cfg.Backend.Create(ctx, spec, env)
 	if err != nil {
@@ -509,9 +479,38 @@ func (c *Controller) start(ctx context.Context) error {
 		return err
 	}
 	c.log.Debugf("event_end: boot microvm")
-	c.machine, c.console, c.started = m, console, c.cfg.Now()
+	c.machine, c.console = m, console
 	c.state = Running
 	c.record(Running.String(), "InstanceStart")
+	c.machineUp(spec)
+	return nil
+}
+
+// machineEnv opens the guest console and builds what a backend gets from
+// the process.
+func (c *Controller) machineEnv() (hypervisor.Env, *consoleSink, error) {
+	console, err := c.openConsole()
+	if err != nil {
+		return hypervisor.Env{}, nil, err
+	}
+	env := hypervisor.Env{
+		Log:        c.log,
+		Console:    console,
+		RuntimeDir: c.cfg.RuntimeDir,
+		Options:    c.cfg.BackendOptions,
+		Metrics:    c.cfg.Metrics,
+	}
+	if console.stdin && c.cfg.Stdin != nil {
+		env.ConsoleIn = c.cfg.Stdin
+	}
+	return env, console, nil
+}
+
+// machineUp starts what runs beside a built machine (booted or restored):
+// the device metrics, the first metrics line, the periodic flush and the
+// watch for its end.
+func (c *Controller) machineUp(spec *hypervisor.Spec) {
+	c.started = c.cfg.Now()
 	for _, d := range spec.Drives {
 		c.cfg.Metrics.Block(d.ID)
 	}
@@ -523,8 +522,7 @@ func (c *Controller) start(ctx context.Context) error {
 	}
 	c.stopTick = make(chan struct{})
 	go c.tickMetrics(c.stopTick)
-	go c.watch(m)
-	return nil
+	go c.watch(c.machine)
 }
 
 // flushMetrics writes a metrics line, first folding in the log lines the
@@ -690,8 +688,10 @@ func (c *Controller) watch(m hypervisor.Machine) {
 
 func (c *Controller) pause(ctx context.Context) error {
 	start := time.Now()
-	if err := c.machine.Pause(ctx); err != nil {
-		return wrap("Internal VMM error", err)
+	if !c.pendingStart {
+		if err := c.machine.Pause(ctx); err != nil {
+			return wrap("Internal VMM error", err)
+		}
 	}
 	c.state = Paused
 	c.record(Paused.String(), "PATCH /vm Paused")
@@ -703,7 +703,12 @@ func (c *Controller) pause(ctx context.Context) error {
 
 func (c *Controller) resume(ctx context.Context) error {
 	start := time.Now()
-	if err := c.machine.Resume(ctx); err != nil {
+	if c.pendingStart {
+		if err := c.machine.Start(ctx); err != nil {
+			return wrap("Internal VMM error", err)
+		}
+		c.pendingStart = false
+	} else if err := c.machine.Resume(ctx); err != nil {
 		return wrap("Internal VMM error", err)
 	}
 	c.state = Running
