@@ -93,6 +93,9 @@ type Transport struct {
 	queueSel    uint32
 	status      uint32
 	configGen   uint32
+	// quiesced says Quiesce stopped a running device, which Restore
+	// starts again.
+	quiesced bool
 
 	isr        atomic.Uint32
 	needsReset atomic.Bool // set from the device's goroutines, without mu
@@ -433,5 +436,6 @@ func (t *Transport) reset() {
 	t.isr.Store(0)
 	t.needsReset.Store(false)
 	t.status = 0
+	t.quiesced = false
 	// The config generation keeps counting across resets.
 }
