@@ -117,7 +117,7 @@ func (t *Transport) check(s *State) error {
 		return fmt.Errorf("%w: version %d, this ember reads %d", ErrState, s.Version, StateVersion)
 	case s.DeviceType != uint32(t.dev.Type()):
 		return fmt.Errorf("%w: state of a %s device for a %s device", ErrState, virtio.DeviceType(s.DeviceType), t.dev.Type())
-	case !validStatus(s.Status&^virtio.StatusDeviceNeedsReset):
+	case !validStatus(s.Status &^ virtio.StatusDeviceNeedsReset):
 		return fmt.Errorf("%w: device status %#x", ErrState, s.Status)
 	case s.DrvFeatures&^offered != 0:
 		return fmt.Errorf("%w: driver features %#x beyond those offered (%#x)", ErrState, s.DrvFeatures, offered)
