@@ -61,6 +61,9 @@ type guest struct {
 	feat uint64
 	// split posts RX buffers as a header descriptor plus a data descriptor.
 	split bool
+	// noEv activates the device as a transport that keeps the event queue
+	// does (WithoutEventQueue).
+	noEv bool
 
 	rxSlots, txSlots []uint64
 	rxHead           map[uint16]int
@@ -83,10 +86,15 @@ type guest struct {
 
 func newGuest(t testing.TB, d *Device, split bool) *guest {
 	t.Helper()
+	return newGuestWith(t, d, split, false)
+}
+
+func newGuestWith(t testing.TB, d *Device, split, noEv bool) *guest {
+	t.Helper()
 	mem := vt.NewMemory(t, gMemSize)
 	alloc := vt.NewAllocator(0x1000, gMemSize)
 	g := &guest{
-		t: t, mem: mem, d: d, tr: vt.NewTransport(), split: split,
+		t: t, mem: mem, d: d, tr: vt.NewTransport(), split: split, noEv: noEv,
 		rx: vt.NewVQ(mem, alloc, 256), tx: vt.NewVQ(mem, alloc, 256), ev: vt.NewVQ(mem, alloc, 8),
 		rxHead: map[uint16]int{}, txHead: map[uint16]int{},
 		socks: map[gkey]*gsock{}, listeners: map[uint32]chan *gsock{}, silent: map[uint32]bool{},
@@ -125,7 +133,12 @@ func (g *guest) activate() {
 	for i := range g.evAddr {
 		g.ev.Add(vt.Buf{Write: true, Len: 8, Addr: g.evAddr[i]})
 	}
-	if err := g.d.Activate(virtio.Activation{Mem: g.mem, Queues: g.qs, Features: g.feat, Transport: g.tr}); err != nil {
+	var dev virtio.Device = g.d
+	qs := g.qs
+	if g.noEv {
+		dev, qs = g.d.WithoutEventQueue(), g.qs[:2]
+	}
+	if err := dev.Activate(virtio.Activation{Mem: g.mem, Queues: qs, Features: g.feat, Transport: g.tr}); err != nil {
 		g.t.Fatal(err)
 	}
 	g.d.Notify(RxQueue)
@@ -442,4 +455,23 @@ func (s *gsock) isReset() bool {
 	s.g.mu.Lock()
 	defer s.g.mu.Unlock()
 	return s.reset
+}
+
+// resumeQueues returns queues that continue where the device's queues in
+// g.qs stopped, as a vhost-user front-end restarting them would give.
+func (g *guest) resumeQueues() virtio.Activation {
+	g.t.Helper()
+	var qs []*virtio.Queue
+	for i, vq := range []*vt.VQ{g.rx, g.tx, g.ev} {
+		if g.noEv && i == EvQueue {
+			break
+		}
+		q := vq.Queue(virtio.MaxQueueSize)
+		if err := q.Activate(g.mem, true); err != nil {
+			g.t.Fatal(err)
+		}
+		q.SetPosition(g.qs[i].Position())
+		qs = append(qs, q)
+	}
+	return virtio.Activation{Mem: g.mem, Queues: qs, Features: g.feat, Transport: g.tr}
 }

@@ -28,6 +28,14 @@
 // connection, whose buffer is bounded by the credit the device advertised,
 // and no vCPU thread ever waits on a socket.
 //
+// # Over vhost-user
+//
+// QEMU's vhost-user-vsock-device keeps the event queue and hands the
+// back-end RX and TX only: WithoutEventQueue is the device so served. QEMU
+// also stops the queues whenever the VM pauses and restarts them where
+// they stopped; Suspend and Resume carry the connections across that, as a
+// paused Firecracker VM keeps them.
+//
 // # Trust
 //
 // Malformed packets (short chains, bad lengths, wrong descriptor
@@ -162,6 +170,12 @@ type active struct {
 	// pendingEventAck gates RX after a TRANSPORT_RESET until the guest
 	// kicks the event queue.
 	pendingEventAck bool
+	// parked: Suspend took the queues away; the worker keeps serving host
+	// streams but touches no queue and no guest memory until Resume.
+	parked bool
+	// evqOwned: the device serves the event queue (false when the
+	// transport keeps it).
+	evqOwned bool
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -280,7 +294,24 @@ func (d *Device) WriteConfig(off uint64, data []byte) {
 }
 
 // Activate implements virtio.Device.
-func (d *Device) Activate(a virtio.Activation) error {
+func (d *Device) Activate(a virtio.Activation) error { return d.activate(a, true) }
+
+// checkQueues checks an activation's queues: RX and TX, and the event
+// queue when the device serves it.
+func checkQueues(qs []*virtio.Queue, evq bool) error {
+	n := 2
+	if evq {
+		n = 3
+	}
+	if len(qs) != n || qs[RxQueue] == nil || qs[TxQueue] == nil || (evq && qs[EvQueue] == nil) {
+		return fmt.Errorf("vsock device: the driver did not enable all %d queues", n)
+	}
+	return nil
+}
+
+// activate starts an activation; evq says whether the device serves the
+// event queue (else the transport keeps it).
+func (d *Device) activate(a virtio.Activation, evq bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
@@ -290,15 +321,19 @@ func (d *Device) Activate(a virtio.Activation) error {
 	case d.act != nil:
 		d.m.activateFails.Add(1)
 		return errors.New("vsock device already active")
-	case len(a.Queues) != 3 || a.Queues[RxQueue] == nil || a.Queues[TxQueue] == nil || a.Queues[EvQueue] == nil:
+	}
+	if err := checkQueues(a.Queues, evq); err != nil {
 		d.m.activateFails.Add(1)
-		return fmt.Errorf("vsock device: the driver did not enable all 3 queues")
+		return err
 	}
 	act := &active{
 		d: d, t: a.Transport,
-		rxq: a.Queues[RxQueue], txq: a.Queues[TxQueue], evq: a.Queues[EvQueue],
+		rxq: a.Queues[RxQueue], txq: a.Queues[TxQueue],
 		quit:    make(chan struct{}),
 		streams: map[*net.UnixConn]struct{}{},
+	}
+	if evq {
+		act.evq, act.evqOwned = a.Queues[EvQueue], true
 	}
 	act.mux = newMuxer(d, act)
 	d.ln.SetDeadline(time.Time{})
@@ -358,11 +393,120 @@ func (d *Device) TransportReset() error {
 	return d.onWorker(func(a *active) error { return a.sendTransportReset() })
 }
 
+// ErrNoEventQueue: TransportReset on a device whose transport keeps the
+// event queue.
+var ErrNoEventQueue = errors.New("vsock: the event queue is not the device's")
+
+// ErrSuspended: TransportReset while the device is suspended.
+var ErrSuspended = errors.New("vsock: the device is suspended")
+
+// ErrNotSuspended: Resume on a device Suspend did not stop.
+var ErrNotSuspended = errors.New("vsock: the device is not suspended")
+
+// Suspend stops all use of the queues and guest memory but keeps every
+// connection, for a transport that stops the queues while the VM is
+// paused and starts them again where they stopped (vhost-user does). Host
+// streams are still accepted and written to; what they send waits until
+// Resume. It fails with virtio.ErrNotActive on an inactive device.
+func (d *Device) Suspend() error {
+	return d.onWorker(func(a *active) error {
+		a.parked = true
+		a.rxq, a.txq, a.evq, a.t = nil, nil, nil, nil
+		return nil
+	})
+}
+
+// Resume continues a suspended device on the queues of act, which must
+// carry on from where the suspended ones stopped; the device then looks at
+// both queues again. It fails with ErrNotSuspended unless Suspend stopped
+// the device, leaving it as it was.
+func (d *Device) Resume(act virtio.Activation) error {
+	return d.resume(act, true)
+}
+
+func (d *Device) resume(act virtio.Activation, evq bool) error {
+	if err := checkQueues(act.Queues, evq); err != nil {
+		return err
+	}
+	err := d.onWorker(func(a *active) error {
+		if !a.parked || (a.evqOwned != evq) {
+			return ErrNotSuspended
+		}
+		a.parked = false
+		a.t, a.rxq, a.txq = act.Transport, act.Queues[RxQueue], act.Queues[TxQueue]
+		if evq {
+			a.evq = act.Queues[EvQueue]
+		}
+		// An interrupt owed when Suspend came may have been dropped; a
+		// spurious one is harmless.
+		a.signal(RxQueue)
+		a.signal(TxQueue)
+		a.w.Notify(RxQueue)
+		a.w.Notify(TxQueue)
+		return nil
+	})
+	if errors.Is(err, virtio.ErrNotActive) {
+		return ErrNotSuspended
+	}
+	return err
+}
+
+// WithoutEventQueue returns the device as served by a transport that keeps
+// the event queue itself, as QEMU's vhost-user-vsock-device does: the
+// returned device declares RX and TX only, and TransportReset fails with
+// ErrNoEventQueue (the transport sends its own reset events). It also has
+// Suspend and Resume. It shares everything else with d; use one view or
+// the other, not both.
+func (d *Device) WithoutEventQueue() *NoEventQueue { return &NoEventQueue{d} }
+
+// NoEventQueue is a Device whose event queue belongs to the transport.
+type NoEventQueue struct{ d *Device }
+
+// Device returns the device this is a view of.
+func (v *NoEventQueue) Device() *Device { return v.d }
+
+// Type implements virtio.Device.
+func (v *NoEventQueue) Type() virtio.DeviceType { return v.d.Type() }
+
+// Features implements virtio.Device.
+func (v *NoEventQueue) Features() uint64 { return v.d.Features() }
+
+// QueueMaxSizes implements virtio.Device: RX and TX.
+func (v *NoEventQueue) QueueMaxSizes() []uint16 { return v.d.QueueMaxSizes()[:2] }
+
+// ReadConfig implements virtio.Device.
+func (v *NoEventQueue) ReadConfig(off uint64, data []byte) { v.d.ReadConfig(off, data) }
+
+// WriteConfig implements virtio.Device.
+func (v *NoEventQueue) WriteConfig(off uint64, data []byte) { v.d.WriteConfig(off, data) }
+
+// Activate implements virtio.Device.
+func (v *NoEventQueue) Activate(a virtio.Activation) error { return v.d.activate(a, false) }
+
+// Notify implements virtio.Device.
+func (v *NoEventQueue) Notify(q int) {
+	if q == RxQueue || q == TxQueue {
+		v.d.Notify(q)
+	}
+}
+
+// Reset implements virtio.Device.
+func (v *NoEventQueue) Reset() error { return v.d.Reset() }
+
+// Suspend is Device.Suspend.
+func (v *NoEventQueue) Suspend() error { return v.d.Suspend() }
+
+// Resume is Device.Resume for RX and TX only.
+func (v *NoEventQueue) Resume(act virtio.Activation) error { return v.d.resume(act, false) }
+
 // Kick re-delivers what a pause may have left pending, as Firecracker does
 // on resume: the event interrupt if a reset event awaits its
 // acknowledgement, and a pass over the TX queue.
 func (d *Device) Kick() {
 	d.onWorker(func(a *active) error {
+		if a.parked {
+			return nil
+		}
 		if a.pendingEventAck {
 			d.cfg.Log.Infof("[Vsock:vsock] signaling event queue")
 			a.signal(EvQueue)
@@ -458,6 +602,16 @@ func (a *active) acceptLoop() {
 
 // handle is the worker: queue notifications and backend events.
 func (a *active) handle(bits uint64) {
+	if a.parked {
+		// Host events still move host streams along; queue work waits
+		// for Resume, which looks at both queues.
+		if bits&(1<<bitBackend) != 0 {
+			for _, e := range a.inbox.take() {
+				a.handleEvent(e)
+			}
+		}
+		return
+	}
 	var used [3]bool
 	if bits&(1<<EvQueue) != 0 {
 		// The guest's kick acknowledges a TRANSPORT_RESET.
@@ -469,6 +623,9 @@ func (a *active) handle(bits uint64) {
 	if bits&(1<<bitBackend) != 0 {
 		for _, e := range a.inbox.take() {
 			a.handleEvent(e)
+		}
+		if a.parked { // one of the events was Suspend; Resume signals
+			return
 		}
 		used[TxQueue] = a.processTx() || used[TxQueue]
 		if a.mux.hasPendingRx() {
@@ -587,6 +744,12 @@ func (a *active) processTx() bool {
 // sendTransportReset puts a TRANSPORT_RESET event in the guest's next event
 // buffer.
 func (a *active) sendTransportReset() error {
+	if !a.evqOwned {
+		return ErrNoEventQueue
+	}
+	if a.parked {
+		return ErrSuspended
+	}
 	q := a.evq
 	ok, err := q.Pop(&a.chain)
 	if err != nil {

@@ -760,3 +760,126 @@ func TestRequestTimeout(t *testing.T) {
 		t.Fatalf("metrics %+v", m)
 	}
 }
+
+// TestSuspendResume: a suspended device keeps its connections and touches
+// no queue; host data waits and guest packets stay in the TX ring until
+// Resume, after which both directions complete intact. Both with the
+// event queue and without it (as served over vhost-user).
+func TestSuspendResume(t *testing.T) {
+	for _, noEv := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noEv=%v", noEv), func(t *testing.T) {
+			d, path := newDevice(t)
+			if err := d.Resume(virtio.Activation{}); err == nil {
+				t.Fatal("Resume of an inactive device succeeded")
+			}
+			if err := d.Suspend(); !errors.Is(err, virtio.ErrNotActive) {
+				t.Fatalf("Suspend of an inactive device: %v", err)
+			}
+			g := newGuestWith(t, d, false, noEv)
+			var dev interface {
+				Suspend() error
+				Resume(virtio.Activation) error
+			} = d
+			if noEv {
+				dev = d.WithoutEventQueue()
+			}
+			l := g.listen(52)
+			hc, hr, _, err := hostConnect(t, path, 52)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gs := g.accept(l)
+			exchange(t, "before", gs, gs, hc, hr, pattern(1, 200<<10), pattern(2, 200<<10))
+			if err := dev.Resume(g.resumeQueues()); !errors.Is(err, ErrNotSuspended) {
+				t.Fatalf("Resume of a running device: %v", err)
+			}
+			if err := dev.Suspend(); err != nil {
+				t.Fatal(err)
+			}
+			want := ErrSuspended
+			if noEv {
+				want = ErrNoEventQueue
+			}
+			if err := d.TransportReset(); !errors.Is(err, want) {
+				t.Fatalf("TransportReset while suspended: %v, want %v", err, want)
+			}
+			before := d.Metrics()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				exchange(t, "across", gs, gs, hc, hr, pattern(3, 300<<10), pattern(4, 300<<10))
+			}()
+			time.Sleep(200 * time.Millisecond)
+			if m := d.Metrics(); m.RxBytesCount != before.RxBytesCount || m.TxBytesCount != before.TxBytesCount {
+				t.Fatalf("suspended device moved data: before %+v after %+v", before, m)
+			}
+			select {
+			case <-done:
+				t.Fatal("transfer finished while suspended")
+			default:
+			}
+			act := g.resumeQueues()
+			if err := dev.Resume(act); err != nil {
+				t.Fatal(err)
+			}
+			copy(g.qs, act.Queues)
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("transfer did not finish after Resume")
+			}
+			if err := dev.Resume(g.resumeQueues()); !errors.Is(err, ErrNotSuspended) {
+				t.Fatalf("second Resume: %v", err)
+			}
+			if m := d.Metrics(); m.ConnsAdded != 1 || m.ConnsKilled != 0 {
+				t.Fatalf("connections were not kept: %+v", m)
+			}
+			if len(g.creditBad) > 0 {
+				t.Fatalf("device overran the guest's credit: %v", g.creditBad)
+			}
+		})
+	}
+}
+
+// TestNoEventQueue: the view a vhost-user back-end serves declares RX and
+// TX only and refuses an activation with the event queue.
+func TestNoEventQueue(t *testing.T) {
+	d, _ := newDevice(t)
+	v := d.WithoutEventQueue()
+	if n := len(v.QueueMaxSizes()); n != 2 {
+		t.Fatalf("%d queues, want 2", n)
+	}
+	if v.Device() != d || v.Type() != virtio.TypeVsock || v.Features() != d.Features() {
+		t.Fatal("view does not reflect the device")
+	}
+	cfg := make([]byte, 8)
+	v.ReadConfig(0, cfg)
+	if cfg[0] != testCID {
+		t.Fatalf("config %x", cfg)
+	}
+	mem := vt.NewMemory(t, 1<<20)
+	alloc := vt.NewAllocator(0x1000, 1<<20)
+	var qs []*virtio.Queue
+	for range 3 {
+		q := vt.NewVQ(mem, alloc, 16).Queue(virtio.MaxQueueSize)
+		if err := q.Activate(mem, true); err != nil {
+			t.Fatal(err)
+		}
+		qs = append(qs, q)
+	}
+	if err := v.Activate(virtio.Activation{Mem: mem, Queues: qs, Transport: vt.NewTransport()}); err == nil {
+		t.Fatal("activation with 3 queues accepted")
+	}
+	if err := d.Activate(virtio.Activation{Mem: mem, Queues: qs[:2], Transport: vt.NewTransport()}); err == nil {
+		t.Fatal("full device activated without its event queue")
+	}
+	if err := v.Activate(virtio.Activation{Mem: mem, Queues: qs[:2], Transport: vt.NewTransport()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.TransportReset(); !errors.Is(err, ErrNoEventQueue) {
+		t.Fatalf("TransportReset: %v", err)
+	}
+	if err := v.Reset(); err != nil {
+		t.Fatal(err)
+	}
+}
