@@ -114,10 +114,6 @@ func (c *Controller) loadSnapshot(ctx context.Context, p vmconfig.LoadSnapshotPa
 		}
 	}()
 	start := time.Now()
-	r, ok := c.cfg.Backend.(hypervisor.Restorer)
-	if !ok || !c.res.Caps.Snapshot {
-		return hypervisor.Unsupported(c.res.Backend, "snapshots")
-	}
 	f, err := snapshot.Load(p.SnapshotPath, c.res.Backend)
 	if err != nil {
 		var oe *snapshot.OpenError
@@ -125,6 +121,10 @@ func (c *Controller) loadSnapshot(ctx context.Context, p vmconfig.LoadSnapshotPa
 			return errors.New(stateFailed + "Failed to open snapshot file: " + syserr.Display(oe.Err))
 		}
 		return errors.New(stateFailed + "Failed to load snapshot state from file: " + err.Error())
+	}
+	r, ok := c.cfg.Backend.(hypervisor.Restorer)
+	if !ok || !c.res.Caps.Snapshot {
+		return hypervisor.Unsupported(c.res.Backend, "snapshots")
 	}
 	var saved savedVM
 	if err := f.JSON(vmmSection, &saved); err != nil {

@@ -1,0 +1,422 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ember-vmm/ember/internal/testguest"
+)
+
+// The snapshot tests are backend neutral: TestSnapshot* run them on qemu,
+// TestKVM's "Snapshot*" subtests on kvm.
+
+func TestSnapshotRestore(t *testing.T) { testSnapshotRestore(t) }
+func TestSnapshotClones(t *testing.T)  { testSnapshotClones(t) }
+func TestSnapshotDiff(t *testing.T)    { testSnapshotDiff(t) }
+func TestSnapshotErrors(t *testing.T)  { testSnapshotErrors(t) }
+
+const (
+	snapHostIP  = "172.16.9.1"
+	snapGuestIP = "172.16.9.2"
+	snapMAC     = "06:00:ac:10:09:02"
+)
+
+// snapGuestScript writes a random marker into the guest's RAM (a tmpfs
+// file) and starts a counter that prints it with every tick, and now and
+// then sends a ping to the host end of eth0, so a restored guest shows
+// that its memory, its processes and its network device all continue.
+const snapGuestScript = `
+echo "m$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')" > /tmp/marker
+(i=0; while :; do
+	i=$((i + 1))
+	echo "EMBER-GUEST: count $i $(cat /tmp/marker) $(cat /tmp/marker2 2>/dev/null)"
+	[ $((i % 5)) = 0 ] && ping -c 1 -W 1 ` + snapHostIP + ` >/dev/null 2>&1 &
+	sleep 0.2
+done) </dev/null &
+`
+
+var countLine = regexp.MustCompile(`EMBER-GUEST: count (\d+) (m[0-9a-f]+) ?(\S*)`)
+
+// guestCount is one tick of the snapshot guest's counter.
+type guestCount struct {
+	n               int
+	marker, marker2 string
+}
+
+// lastCount returns the newest counter tick e printed so far.
+func lastCount(e *ember) (guestCount, bool) {
+	lines := e.con.Lines()
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := countLine.FindStringSubmatch(lines[i]); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return guestCount{n, m[2], m[3]}, true
+		}
+	}
+	return guestCount{}, false
+}
+
+// waitCount waits until e's guest has counted past n and returns that tick.
+func waitCount(t *testing.T, e *ember, n int, timeout time.Duration) guestCount {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, ok := lastCount(e); ok && c.n > n {
+			return c
+		}
+		if e.exited() {
+			t.Fatalf("ember exited (%v) before its guest counted past %d", e.state, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c, _ := lastCount(e)
+	t.Fatalf("the guest never counted past %d within %v (last tick %+v)", n, timeout, c)
+	return c
+}
+
+// firstCount returns the first tick e printed.
+func firstCount(e *ember) (guestCount, bool) {
+	for _, l := range e.con.Lines() {
+		if m := countLine.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return guestCount{n, m[2], m[3]}, true
+		}
+	}
+	return guestCount{}, false
+}
+
+// snapFiles are where one snapshot goes.
+type snapFiles struct{ state, mem string }
+
+func newSnapFiles(t *testing.T, name string) snapFiles {
+	dir := t.TempDir()
+	return snapFiles{filepath.Join(dir, name+".snap"), filepath.Join(dir, name+".mem")}
+}
+
+// bootSnapGuest starts ember with the snapshot guest on tap (in ns) and
+// waits for its counter.
+func bootSnapGuest(t *testing.T, ns, tap string, machine map[string]any) *ember {
+	t.Helper()
+	a := requireVM(t)
+	e := startEmber(t, startOpts{netns: ns})
+	e.mustAPI("PUT", "/network-interfaces/eth0", map[string]string{
+		"iface_id": "eth0", "host_dev_name": tap, "guest_mac": snapMAC,
+	}, http.StatusNoContent)
+	if machine == nil {
+		machine = map[string]any{"vcpu_count": 1, "mem_size_mib": 128}
+	}
+	if code, body := e.api("PUT", "/machine-config", machine); code != http.StatusNoContent {
+		if strings.Contains(body, "does not support") {
+			t.Skipf("NOT TESTED: the %s backend does not support this: %s", e.backend, body)
+		}
+		t.Fatalf("PUT /machine-config: %d %s", code, body)
+	}
+	e.putBootSource(a.Vmlinux, a.Initramfs, testguest.Net(snapGuestIP+"/30"),
+		testguest.Script(snapGuestScript), testguest.End(testguest.EndWait))
+	e.action("InstanceStart")
+	e.waitLine(testguest.MarkerReady, bootTimeout)
+	waitCount(t, e, 5, bootTimeout)
+	return e
+}
+
+// createSnapshot pauses e (if running) and writes a snapshot of kind.
+func createSnapshot(t *testing.T, e *ember, f snapFiles, kind string) {
+	t.Helper()
+	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+	start := time.Now()
+	code, body := e.api("PUT", "/snapshot/create", map[string]string{
+		"snapshot_type": kind, "snapshot_path": f.state, "mem_file_path": f.mem,
+	})
+	if code == http.StatusBadRequest && strings.Contains(body, "does not support") {
+		t.Skipf("NOT TESTED: the %s backend does not support this: %s", e.backend, body)
+	}
+	if code != http.StatusNoContent {
+		t.Fatalf("PUT /snapshot/create (%s): %d %s", kind, code, body)
+	}
+	t.Logf("%s snapshot created in %v", kind, time.Since(start).Round(time.Millisecond))
+	for _, p := range []string{f.state, f.mem} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Fatalf("snapshot file %s: %v", p, err)
+		}
+	}
+	if fi, _ := os.Stat(f.mem); fi.Size() != 128<<20 {
+		t.Errorf("memory file is %d bytes, want guest RAM's 128 MiB", fi.Size())
+	}
+}
+
+// loadSnapshot starts a fresh ember in ns and loads f into it with the
+// tap override, running.
+func loadSnapshot(t *testing.T, ns, tap string, f snapFiles) *ember {
+	t.Helper()
+	e := startEmber(t, startOpts{netns: ns})
+	start := time.Now()
+	e.mustAPI("PUT", "/snapshot/load", map[string]any{
+		"snapshot_path":     f.state,
+		"mem_backend":       map[string]string{"backend_type": "File", "backend_path": f.mem},
+		"network_overrides": []map[string]string{{"iface_id": "eth0", "host_dev_name": tap}},
+		"resume_vm":         true,
+	}, http.StatusNoContent)
+	t.Logf("snapshot loaded and resumed in %v", time.Since(start).Round(time.Millisecond))
+	return e
+}
+
+// tapRxPackets is how many frames the guest has sent through tap.
+func tapRxPackets(t *testing.T, ns, tap string) int {
+	t.Helper()
+	p := "/sys/class/net/" + tap + "/statistics/rx_packets"
+	var out []byte
+	var err error
+	if ns == "" {
+		out, err = os.ReadFile(p)
+	} else {
+		out, err = exec.Command("ip", "netns", "exec", ns, "cat", p).CombinedOutput()
+	}
+	if err != nil {
+		t.Fatalf("read %s in %q: %v: %s", p, ns, err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("%s: %q", p, out)
+	}
+	return n
+}
+
+// wantContinues checks that the restored guest in e picks up where the
+// saved one (last tick before) stopped: same marker, counting on from
+// there (not from 1), and sending frames through its new tap.
+func wantContinues(t *testing.T, e *ember, before guestCount, ns, tap string) {
+	t.Helper()
+	rx := tapRxPackets(t, ns, tap)
+	after := waitCount(t, e, before.n+10, bootTimeout)
+	first, _ := firstCount(e)
+	if first.n < before.n-2 || first.n > before.n+3 {
+		t.Errorf("the restored guest's first tick is %d; the saved guest was at %d", first.n, before.n)
+	}
+	if after.marker != before.marker {
+		t.Errorf("guest RAM marker %q after restore, want %q", after.marker, before.marker)
+	}
+	deadline := time.Now().Add(exitTimeout)
+	for tapRxPackets(t, ns, tap) == rx {
+		if time.Now().After(deadline) {
+			t.Fatalf("no frame from the restored guest reached %s in %v", tap, exitTimeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := e.instanceState(); got != "Running" {
+		t.Errorf("state after a load with resume_vm: %q", got)
+	}
+}
+
+// testSnapshotRestore: snapshot a running guest, load it in a fresh process
+// on another tap, and see it continue: its counter, a file in its RAM, its
+// network (the host pings it through the overridden tap); GET /vm/config
+// shows the saved configuration with the override.
+func testSnapshotRestore(t *testing.T) {
+	t.Parallel()
+	ns, ns2 := newNetns(t), newNetns(t)
+	addTap(t, ns, "snap0")
+	ip(t, "-n", ns, "link", "set", "snap0", "up")
+	e := bootSnapGuest(t, ns, "snap0", nil)
+	f := newSnapFiles(t, "vm")
+	createSnapshot(t, e, f, "Full")
+	before, _ := lastCount(e)
+	e.stop()
+
+	// The restored guest's host end: another tap, with the host address.
+	addTap(t, ns2, "snap1")
+	ip(t, "-n", ns2, "addr", "add", snapHostIP+"/30", "dev", "snap1")
+	ip(t, "-n", ns2, "link", "set", "snap1", "up")
+	r := loadSnapshot(t, ns2, "snap1", f)
+	wantContinues(t, r, before, ns2, "snap1")
+
+	ping := []string{"ping", "-c", "3", "-W", "2", snapGuestIP}
+	if ns2 != "" {
+		ping = append([]string{"ip", "netns", "exec", ns2}, ping...)
+	}
+	if out, err := exec.Command(ping[0], ping[1:]...).CombinedOutput(); err != nil {
+		t.Errorf("the host cannot ping the restored guest through the overridden tap: %v\n%s", err, out)
+	}
+	var cfg struct {
+		Machine struct {
+			VCPUs int `json:"vcpu_count"`
+			Mem   int `json:"mem_size_mib"`
+		} `json:"machine-config"`
+		Nets []struct {
+			ID  string `json:"iface_id"`
+			Tap string `json:"host_dev_name"`
+		} `json:"network-interfaces"`
+	}
+	if err := json.Unmarshal([]byte(r.mustAPI("GET", "/vm/config", nil, http.StatusOK)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Machine.VCPUs != 1 || cfg.Machine.Mem != 128 || len(cfg.Nets) != 1 || cfg.Nets[0].Tap != "snap1" {
+		t.Errorf("GET /vm/config after load: %+v", cfg)
+	}
+	// Pause and resume still work on the restored VM, and it ends as a
+	// booted one does.
+	r.mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+	c, _ := lastCount(r)
+	r.mustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
+	waitCount(t, r, c.n+3, exitTimeout)
+	r.action("SendCtrlAltDel")
+	r.wantExit(0, exitTimeout)
+}
+
+// testSnapshotClones: one snapshot loaded into three processes at once,
+// each on its own tap; each continues on its own, and the memory file is
+// left as it was.
+func testSnapshotClones(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	addTap(t, ns, "clsrc")
+	e := bootSnapGuest(t, ns, "clsrc", nil)
+	f := newSnapFiles(t, "clone")
+	createSnapshot(t, e, f, "Full")
+	before, _ := lastCount(e)
+	e.stop()
+	sum := fileDigest(t, f.mem)
+
+	var wg sync.WaitGroup
+	clones := make([]*ember, 3)
+	taps := []string{"clone0", "clone1", "clone2"}
+	nss := make([]string, 3)
+	for i, tap := range taps {
+		nss[i] = newNetns(t)
+		addTap(t, nss[i], tap)
+		ip(t, "-n", nss[i], "link", "set", tap, "up")
+	}
+	for i := range clones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clones[i] = launch(t, startOpts{netns: nss[i]})
+		}()
+	}
+	wg.Wait()
+	for i, c := range clones {
+		c.waitLine(lineAPIStarted, startTimeout)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := c.api("PUT", "/snapshot/load", map[string]any{
+				"snapshot_path":     f.state,
+				"mem_backend":       map[string]string{"backend_type": "File", "backend_path": f.mem},
+				"network_overrides": []map[string]string{{"iface_id": "eth0", "host_dev_name": taps[i]}},
+				"resume_vm":         true,
+			})
+			if code != http.StatusNoContent {
+				t.Errorf("clone %d: load: %d %s", i, code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, c := range clones {
+		wantContinues(t, c, before, nss[i], taps[i])
+	}
+	// Each clone runs on its own: pausing one leaves the others counting.
+	clones[0].mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+	c0, _ := lastCount(clones[0])
+	c1, _ := lastCount(clones[1])
+	waitCount(t, clones[1], c1.n+5, exitTimeout)
+	if c, _ := lastCount(clones[0]); c.n > c0.n+1 {
+		t.Errorf("the paused clone went on counting: %d → %d", c0.n, c.n)
+	}
+	if got := fileDigest(t, f.mem); got != sum {
+		t.Error("running clones changed the memory file")
+	}
+}
+
+// testSnapshotDiff: with dirty-page tracking on, a Full snapshot, then more
+// guest writes, then a Diff snapshot written onto a copy of the base's
+// memory file; the merged file loads and shows the later writes.
+func testSnapshotDiff(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	addTap(t, ns, "diff0")
+	e := bootSnapGuest(t, ns, "diff0", map[string]any{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true})
+	base := newSnapFiles(t, "base")
+	createSnapshot(t, e, base, "Full")
+	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
+	before, _ := lastCount(e)
+	waitCount(t, e, before.n+5, exitTimeout)
+
+	// The guest's RAM has changed since the base (the counter went on):
+	// a Diff onto a copy of the base's memory file must carry those pages.
+	diff := snapFiles{state: filepath.Join(t.TempDir(), "diff.snap"), mem: filepath.Join(t.TempDir(), "diff.mem")}
+	copyFile(t, base.mem, diff.mem)
+	createSnapshot(t, e, diff, "Diff")
+	at, _ := lastCount(e)
+	e.stop()
+
+	r := loadSnapshot(t, ns, "diff0", diff)
+	waitCount(t, r, at.n+5, bootTimeout)
+	if first, ok := firstCount(r); !ok || first.n < at.n-2 || first.n > at.n+3 || first.marker != at.marker {
+		t.Errorf("the merged snapshot resumed at tick %+v, want about %d (the base was at %d)", first, at.n, before.n)
+	}
+}
+
+// testSnapshotErrors: the API's answers around snapshots on the real
+// binary: create needs a paused VM; a load after a boot resource is refused
+// and the process lives on; a load of a bad file answers and then ends the
+// process with code 1, as Firecracker does.
+func testSnapshotErrors(t *testing.T) {
+	t.Parallel()
+	a := requireVM(t)
+	e := startEmber(t, startOpts{})
+	e.boot(a, 128, testguest.End(testguest.EndWait))
+	e.waitLine(testguest.MarkerReady, bootTimeout)
+	f := newSnapFiles(t, "x")
+	code, body := e.api("PUT", "/snapshot/create", map[string]string{"snapshot_path": f.state, "mem_file_path": f.mem})
+	wantFault(t, "create while running", code, body, "Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")
+	e.action("SendCtrlAltDel")
+	e.wantExit(0, exitTimeout)
+
+	e = startEmber(t, startOpts{})
+	e.putMachine(128)
+	code, body = e.api("PUT", "/snapshot/load", map[string]any{"snapshot_path": f.state, "mem_backend": map[string]string{"backend_type": "File", "backend_path": f.mem}})
+	wantFault(t, "load after machine-config", code, body, "Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.")
+	e.mustAPI("GET", "/", nil, http.StatusOK)
+
+	e = startEmber(t, startOpts{})
+	bad := writeFile(t, filepath.Join(t.TempDir(), "bad.snap"), []byte("not a snapshot"))
+	code, body = e.api("PUT", "/snapshot/load", map[string]any{"snapshot_path": bad, "mem_backend": map[string]string{"backend_type": "File", "backend_path": f.mem}})
+	if code != http.StatusBadRequest || !strings.Contains(body, "Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to load snapshot state from file: ") {
+		t.Errorf("load of a bad file: %d %s", code, body)
+	}
+	e.wantExit(1, exitTimeout)
+}
+
+func fileDigest(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// copyFile copies src to dst (a fresh file; zero pages stay holes only
+// where the filesystem makes them, which the test does not need).
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
