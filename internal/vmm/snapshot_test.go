@@ -77,6 +77,17 @@ func mustDo(t *testing.T, c *Controller, a Action) any {
 	return v
 }
 
+// savedSnapshot boots a (fake) VM, pauses it and snapshots it.
+func savedSnapshot(t *testing.T) (state, mem string) {
+	t.Helper()
+	c, _ := bootedForSnapshot(t)
+	dir := t.TempDir()
+	state, mem = filepath.Join(dir, "s"), filepath.Join(dir, "m")
+	mustDo(t, c, Pause{})
+	mustDo(t, c, CreateSnapshot{Params: vmconfig.CreateSnapshotParams{SnapshotPath: vmconfig.PathBuf(state), MemFilePath: vmconfig.PathBuf(mem)}})
+	return state, mem
+}
+
 func freshController(t *testing.T) (*Controller, *snapBackend) {
 	b := &snapBackend{fakeBackend: fakeBackend{caps: snapCaps}}
 	c := newTestController(t, &b.fakeBackend)
@@ -138,11 +149,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestSnapshotLoadResumeVM(t *testing.T) {
-	c, _ := bootedForSnapshot(t)
-	dir := t.TempDir()
-	state, mem := filepath.Join(dir, "s"), filepath.Join(dir, "m")
-	mustDo(t, c, Pause{})
-	mustDo(t, c, CreateSnapshot{Params: vmconfig.CreateSnapshotParams{SnapshotPath: vmconfig.PathBuf(state), MemFilePath: vmconfig.PathBuf(mem)}})
+	state, mem := savedSnapshot(t)
 	d, b := freshController(t)
 	mustDo(t, d, LoadSnapshot{Params: vmconfig.LoadSnapshotParams{SnapshotPath: state, ResumeVM: true,
 		MemBackend: vmconfig.MemBackendConfig{BackendPath: vmconfig.PathBuf(mem), BackendType: vmconfig.MemBackendFile}}})
@@ -154,11 +161,8 @@ func TestSnapshotLoadResumeVM(t *testing.T) {
 // TestSnapshotLoadFailures: each failed load answers Firecracker's text and
 // then ends the process (exit code 1).
 func TestSnapshotLoadFailures(t *testing.T) {
-	c, _ := bootedForSnapshot(t)
-	dir := t.TempDir()
-	state, mem := filepath.Join(dir, "s"), filepath.Join(dir, "m")
-	mustDo(t, c, Pause{})
-	mustDo(t, c, CreateSnapshot{Params: vmconfig.CreateSnapshotParams{SnapshotPath: vmconfig.PathBuf(state), MemFilePath: vmconfig.PathBuf(mem)}})
+	state, mem := savedSnapshot(t)
+	dir := filepath.Dir(state)
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, nil, 0o600)
 	file := vmconfig.MemBackendConfig{BackendPath: vmconfig.PathBuf(mem), BackendType: vmconfig.MemBackendFile}
@@ -202,11 +206,7 @@ func TestSnapshotLoadFailures(t *testing.T) {
 
 // TestSnapshotOtherBackend: a file from another backend is refused by name.
 func TestSnapshotOtherBackend(t *testing.T) {
-	c, _ := bootedForSnapshot(t)
-	dir := t.TempDir()
-	state, mem := filepath.Join(dir, "s"), filepath.Join(dir, "m")
-	mustDo(t, c, Pause{})
-	mustDo(t, c, CreateSnapshot{Params: vmconfig.CreateSnapshotParams{SnapshotPath: vmconfig.PathBuf(state), MemFilePath: vmconfig.PathBuf(mem)}})
+	state, mem := savedSnapshot(t)
 	f, err := snapshot.Read(state)
 	if err != nil {
 		t.Fatal(err)
