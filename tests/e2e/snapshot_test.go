@@ -420,3 +420,84 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+func TestSnapshotVsockMMDS(t *testing.T) { testSnapshotVsockMMDS(t) }
+
+// testSnapshotVsockMMDS: what Firecracker documents for vsock and MMDS
+// across a snapshot. Vsock connections are reset but the guest's listeners
+// accept again, on the socket vsock_override names. MMDS keeps its
+// configuration (V2 on eth0) but not its data store, and tokens from
+// before the snapshot are no longer valid; data PUT after the load is
+// served.
+func testSnapshotVsockMMDS(t *testing.T) {
+	t.Parallel()
+	a := requireVM(t)
+	ns := newNetns(t)
+	addTap(t, ns, "snapmm0")
+	ip(t, "-n", ns, "link", "set", "snapmm0", "up")
+	dir := t.TempDir()
+	uds, uds2 := filepath.Join(dir, "v.sock"), filepath.Join(dir, "v2.sock")
+	e := startEmber(t, startOpts{netns: ns})
+	e.mustAPI("PUT", "/network-interfaces/eth0", map[string]string{
+		"iface_id": "eth0", "host_dev_name": "snapmm0", "guest_mac": snapMAC,
+	}, http.StatusNoContent)
+	e.mustAPI("PUT", "/mmds/config", map[string]any{"version": "V2", "network_interfaces": []string{"eth0"}}, http.StatusNoContent)
+	e.mustAPI("PUT", "/mmds", map[string]any{"id": "before"}, http.StatusNoContent)
+	e.mustAPI("PUT", "/vsock", map[string]any{"guest_cid": 3, "uds_path": uds}, http.StatusNoContent)
+	// The guest keeps the token it got before the snapshot and polls with
+	// it and with a fresh one; the poll lines carry a sequence number so
+	// the test can tell lines printed after the load.
+	e.boot(a, 128, testguest.Net("169.254.0.2/16"), testguest.Script(fmt.Sprintf(`
+M=169.254.169.254
+token() { printf 'PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 21600\r\n\r\n' | timeout 3 nc $M 80 | tail -n 1; }
+get() { r=$(wget -q -T 2 -O - --header "X-metadata-token: $1" http://$M/id 2>&1); echo "$r" | tr -d ' \n'; }
+old=$(token)
+vsockt listen %d echo &
+(i=0; while :; do i=$((i + 1)); echo "EMBER-GUEST: mmds $i old=$(get "$old") new=$(get "$(token)")"; sleep 0.5; done) </dev/null &
+`, portEcho)), testguest.End(testguest.EndWait))
+	e.waitLine(testguest.MarkerReady, bootTimeout)
+	e.waitLine(fmt.Sprintf("EMBER-GUEST: vsockt listening %d", portEcho), exitTimeout)
+	e.waitLine("old=before new=before", bootTimeout)
+	if err := vsockEcho(uds, 4096, scaled(30*time.Second)); err != nil {
+		t.Fatalf("vsock echo before the snapshot: %v", err)
+	}
+	f := newSnapFiles(t, "vm")
+	createSnapshot(t, e, f, "Full")
+	e.stop()
+
+	r := startEmber(t, startOpts{netns: ns})
+	r.mustAPI("PUT", "/snapshot/load", map[string]any{
+		"snapshot_path":  f.state,
+		"mem_backend":    map[string]string{"backend_type": "File", "backend_path": f.mem},
+		"vsock_override": map[string]string{"uds_path": uds2},
+		"resume_vm":      true,
+	}, http.StatusNoContent)
+	if !isSocketFile(uds2) {
+		t.Fatalf("vsock_override: %s is not a socket after the load", uds2)
+	}
+	if err := vsockEcho(uds2, 4096, scaled(30*time.Second)); err != nil {
+		t.Errorf("vsock echo through the overridden socket after the load: %v", err)
+	}
+	// The store starts empty: both tokens fail, the old one as invalid.
+	from, l := r.waitLineFrom(0, "EMBER-GUEST: mmds ", bootTimeout)
+	if !strings.Contains(l, "old=") || strings.Contains(l, "=before") {
+		t.Errorf("first MMDS poll after the load: %q, want no data and the old token refused", l)
+	}
+	r.mustAPI("PUT", "/mmds", map[string]any{"id": "after"}, http.StatusNoContent)
+	_, l = r.waitLineFrom(from, "new=after", bootTimeout)
+	if !strings.Contains(l, "old=") || strings.Contains(l, "old=after") {
+		t.Errorf("MMDS after the load: %q, want the pre-snapshot token refused and a fresh one served", l)
+	}
+	var cfg struct {
+		MMDS *struct {
+			Version string   `json:"version"`
+			Ifaces  []string `json:"network_interfaces"`
+		} `json:"mmds-config"`
+	}
+	if err := json.Unmarshal([]byte(r.mustAPI("GET", "/vm/config", nil, http.StatusOK)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MMDS == nil || cfg.MMDS.Version != "V2" || len(cfg.MMDS.Ifaces) != 1 {
+		t.Errorf("mmds-config after the load: %+v", cfg.MMDS)
+	}
+}
