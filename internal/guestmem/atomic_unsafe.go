@@ -47,6 +47,7 @@ func (m *Memory) Store32(gpa uint64, v uint32) error {
 		return err
 	}
 	atomic.StoreUint32(w, v)
+	m.MarkDirty(gpa, 4)
 	return nil
 }
 
@@ -78,6 +79,7 @@ func (m *Memory) Store16(gpa uint64, v uint16) error {
 	for {
 		old := atomic.LoadUint32(w)
 		if atomic.CompareAndSwapUint32(w, old, old&^mask|uint32(v)<<shift) {
+			m.MarkDirty(gpa, 2)
 			return nil
 		}
 	}

@@ -14,11 +14,16 @@ package guestmem
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 )
 
 // ErrOutOfRange is returned (wrapped) for an access outside guest RAM.
 var ErrOutOfRange = errors.New("guest address out of range")
+
+// ErrFileSize is returned (wrapped) by New for a backing file shorter
+// than guest RAM.
+var ErrFileSize = errors.New("memory file too short")
 
 // ErrMisaligned is returned (wrapped) for an atomic access that is not
 // naturally aligned.
@@ -58,18 +63,30 @@ const (
 type Options struct {
 	Backing   Backing
 	HugePages HugePages
+	// File, if set, backs RAM with a private mapping of it instead of
+	// anonymous memory (Backing must be Anonymous): the regions lie back to
+	// back in the file in address order, as in a snapshot's memory file.
+	// The guest's writes stay its own (copy-on-write), so the file never
+	// changes and several VMs may map it at once. The file must be at least
+	// as long as the regions together; New does not keep it open.
+	File *os.File
+	// TrackDirty records the pages ember writes into guest RAM (see
+	// MarkDirty), for diff snapshots.
+	TrackDirty bool
 }
 
 // mapped is one region and its host mapping.
 type mapped struct {
 	Region
-	mem []byte // the mapping, len == Size
-	fd  int    // memfd for Shared backing, else -1
+	mem   []byte   // the mapping, len == Size
+	fd    int      // memfd for Shared backing, else -1
+	dirty []uint64 // pages ember wrote, with Options.TrackDirty
 }
 
 // Memory is a VM's RAM.
 type Memory struct {
-	regions []mapped
+	regions    []mapped
+	trackDirty bool
 }
 
 // New maps the given regions. On error nothing stays mapped.
@@ -84,14 +101,38 @@ func New(layout []Region, o Options) (*Memory, error) {
 			return nil, fmt.Errorf("guestmem: regions overlap at %#x", r.GPA)
 		}
 	}
-	m := &Memory{}
+	var offset uint64
+	if o.File != nil {
+		if o.Backing != Anonymous || o.HugePages == HugePages2M {
+			return nil, errors.New("guestmem: a file-backed mapping is private and cannot use hugetlbfs pages")
+		}
+		var total uint64
+		for _, r := range rs {
+			if r.GPA%PageSize != 0 || r.Size%PageSize != 0 {
+				return nil, fmt.Errorf("guestmem: region %#x+%#x is not page aligned", r.GPA, r.Size)
+			}
+			total += r.Size
+		}
+		fi, err := o.File.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("guestmem: %w", err)
+		}
+		if !fi.Mode().IsRegular() || uint64(fi.Size()) < total {
+			return nil, fmt.Errorf("guestmem: %s holds %d bytes, guest RAM needs %d: %w", o.File.Name(), fi.Size(), total, ErrFileSize)
+		}
+	}
+	m := &Memory{trackDirty: o.TrackDirty}
 	for _, r := range rs {
-		mp, err := mapRegion(r, o)
+		mp, err := mapRegion(r, o, offset)
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("guestmem: mapping %d MiB at %#x: %w", r.Size>>20, r.GPA, err)
 		}
+		if o.TrackDirty {
+			mp.dirty = make([]uint64, dirtyWords(r.Size))
+		}
 		m.regions = append(m.regions, mp)
+		offset += r.Size
 	}
 	return m, nil
 }
@@ -159,7 +200,11 @@ func (m *Memory) ReadAt(p []byte, gpa uint64) error {
 // WriteAt copies p into guest RAM at gpa; the range may span regions but
 // must be RAM throughout. Nothing is written if any part is out of range.
 func (m *Memory) WriteAt(p []byte, gpa uint64) error {
-	return m.span(gpa, uint64(len(p)), func(b []byte, done uint64) { copy(b, p[done:]) })
+	if err := m.span(gpa, uint64(len(p)), func(b []byte, done uint64) { copy(b, p[done:]) }); err != nil {
+		return err
+	}
+	m.MarkDirty(gpa, uint64(len(p)))
+	return nil
 }
 
 func (m *Memory) span(gpa, n uint64, f func(b []byte, done uint64)) error {

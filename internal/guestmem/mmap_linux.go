@@ -6,10 +6,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func mapRegion(r Region, o Options) (mapped, error) {
+func mapRegion(r Region, o Options, fileOff uint64) (mapped, error) {
 	mp := mapped{Region: r, fd: -1}
 	flags := unix.MAP_NORESERVE
 	fd := -1
+	switch {
+	case o.File != nil:
+		// A private mapping of the file: copy-on-write, the file's fd is
+		// not kept (the mapping holds the file).
+		mem, err := unix.Mmap(int(o.File.Fd()), int64(fileOff), int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags|unix.MAP_PRIVATE)
+		if err != nil {
+			return mp, err
+		}
+		if o.HugePages == HugePagesTransparent {
+			unix.Madvise(mem, unix.MADV_HUGEPAGE)
+		}
+		mp.mem = mem
+		return mp, nil
+	}
 	switch o.Backing {
 	case Shared:
 		mfdFlags := unix.MFD_CLOEXEC
