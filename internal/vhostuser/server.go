@@ -17,7 +17,10 @@
 // started queue has its size, addresses and kick eventfd. GET_VRING_BASE
 // (or clearing DRIVER_OK, RESET_OWNER, RESET_DEVICE) resets the whole
 // device, as virtio.Device only stops as a whole, and records where each
-// queue stopped.
+// queue stopped. A device that implements Suspender is suspended instead
+// by GET_VRING_BASE and by clearing DRIVER_OK (QEMU stops the queues so
+// whenever the VM pauses), and resumed if its queues start again exactly
+// where they stopped; any other restart resets it first.
 //
 // Invariants: every message is size- and fd-checked before use, and every
 // file descriptor received is either owned by the server or closed; a
@@ -97,6 +100,10 @@ type Server struct {
 	queues                     []*virtio.Queue // the active queues, nil when inactive
 	gen                        uint64          // counts activations
 	active                     atomic.Bool
+	// suspended: a Suspender was suspended when the front-end stopped its
+	// queues; held is how they were.
+	suspended bool
+	held      []heldRing
 
 	configMu sync.Mutex // serialises config space reads with ChangeConfig
 
@@ -232,7 +239,7 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 	case ReqSetOwner:
 		return nil, nil
 	case ReqResetOwner, ReqResetDevice:
-		s.deactivate()
+		s.reset()
 		s.resetRings()
 		s.features, s.status = 0, 0
 		return nil, nil
@@ -246,7 +253,7 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 			return stateBody(m.State[0], 0), err
 		}
 		if s.active.Load() {
-			s.deactivate()
+			s.stop()
 			for j := range s.rings {
 				s.stopRing(j)
 			}
@@ -351,7 +358,7 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 		}
 		s.status = uint32(m.U64)
 		if s.status&virtio.StatusDriverOK == 0 {
-			s.deactivate()
+			s.stop()
 			return nil, nil
 		}
 		return nil, s.maybeActivate(true)
@@ -539,19 +546,35 @@ func (s *Server) activate() error {
 		return fmt.Errorf("%w: no queue started", ErrProtocol)
 	}
 	s.gen++
-	t := &transport{s: s, gen: s.gen}
-	err := s.dev.Activate(virtio.Activation{
+	act := virtio.Activation{
 		Mem:       s.mem,
 		Queues:    queues,
 		Features:  s.features &^ virtio.Bit(FeatureProtocolFeatures),
-		Transport: t,
-	})
-	if err != nil {
-		return fmt.Errorf("vhost-user: activating the %v device: %w", s.dev.Type(), err)
+		Transport: &transport{s: s, gen: s.gen},
+	}
+	resumed := false
+	if s.suspended {
+		if s.resumes(queues) {
+			if err := s.dev.(Suspender).Resume(act); err != nil {
+				s.log.Errorf("vhost-user: resuming the %v device: %v", s.dev.Type(), err)
+			} else {
+				resumed = true
+			}
+		}
+		if !resumed {
+			// A driver reset, or a resume that failed: start afresh.
+			s.resetDevice()
+		}
+		s.suspended, s.held = false, nil
+	}
+	if !resumed {
+		if err := s.dev.Activate(act); err != nil {
+			return fmt.Errorf("vhost-user: activating the %v device: %w", s.dev.Type(), err)
+		}
 	}
 	s.queues = queues
 	s.active.Store(true)
-	s.log.Debugf("vhost-user: %v device active, features %#x", s.dev.Type(), s.features)
+	s.log.Debugf("vhost-user: %v device active (resumed %v), features %#x", s.dev.Type(), resumed, s.features)
 	// Requests may have been queued before the device ran.
 	for i, q := range queues {
 		if q != nil {
@@ -561,21 +584,111 @@ func (s *Server) activate() error {
 	return nil
 }
 
+// Suspender is a device whose state should outlive a stop of its queues:
+// QEMU stops a vhost-user back-end's queues whenever the VM pauses and
+// starts them again where they stopped, and a device such as vsock would
+// lose its connections to a reset. Suspend stops all use of the queues
+// and guest memory; Resume continues on queues that carry on from there.
+type Suspender interface {
+	Suspend() error
+	Resume(a virtio.Activation) error
+}
+
+// heldRing is a queue as it was when a Suspender was suspended.
+type heldRing struct {
+	started           bool
+	num               uint32
+	desc, avail, used uint64
+	base              uint16
+}
+
+// stop ends the device's use of the queues because the front-end stopped
+// them: a Suspender is suspended, so that a restart of the same queues
+// where they stopped resumes it; any other device is reset.
+func (s *Server) stop() {
+	if !s.active.Load() {
+		return
+	}
+	sus, ok := s.dev.(Suspender)
+	if !ok {
+		s.deactivate()
+		return
+	}
+	s.active.Store(false)
+	if err := sus.Suspend(); err != nil {
+		s.log.Errorf("vhost-user: suspending the %v device: %v", s.dev.Type(), err)
+		s.resetDevice()
+	} else {
+		s.suspended = true
+	}
+	s.recordPositions()
+	if s.suspended {
+		s.held = make([]heldRing, len(s.rings))
+		for i, r := range s.rings {
+			s.held[i] = heldRing{
+				started: s.queues[i] != nil, num: r.num,
+				desc: r.desc, avail: r.avail, used: r.used, base: r.base,
+			}
+		}
+	}
+	s.queues = nil
+}
+
+// resumes reports whether queues restart the suspended device's queues
+// where they stopped (a VM resumed) rather than anew (a driver reset).
+func (s *Server) resumes(queues []*virtio.Queue) bool {
+	if !s.suspended || len(s.held) != len(s.rings) {
+		return false
+	}
+	for i, h := range s.held {
+		r := &s.rings[i]
+		if h.started != (queues[i] != nil) {
+			return false
+		}
+		if h.started && (h.num != r.num || h.desc != r.desc || h.avail != r.avail || h.used != r.used || h.base != r.base) {
+			return false
+		}
+	}
+	return true
+}
+
+// reset resets the device, suspended or active.
+func (s *Server) reset() {
+	if s.active.Load() {
+		s.deactivate()
+		return
+	}
+	if s.suspended {
+		s.resetDevice()
+	}
+}
+
+// resetDevice resets the device and forgets a suspension.
+func (s *Server) resetDevice() {
+	s.suspended, s.held = false, nil
+	if err := s.dev.Reset(); err != nil {
+		s.log.Errorf("vhost-user: resetting the %v device: %v", s.dev.Type(), err)
+	}
+}
+
 // deactivate resets the device and records where each queue stopped.
 func (s *Server) deactivate() {
 	if !s.active.Load() {
 		return
 	}
 	s.active.Store(false)
-	if err := s.dev.Reset(); err != nil {
-		s.log.Errorf("vhost-user: resetting the %v device: %v", s.dev.Type(), err)
-	}
+	s.resetDevice()
+	s.recordPositions()
+	s.queues = nil
+}
+
+// recordPositions records where each active queue stopped.
+func (s *Server) recordPositions() {
 	for i, q := range s.queues {
 		if q != nil {
 			s.rings[i].base = s.position(q)
 		}
 	}
-	s.queues = nil
 }
 
 // position is the index of the next available entry the stopped device
@@ -607,7 +720,7 @@ func (s *Server) resetRings() {
 func (s *Server) teardown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.deactivate()
+	s.reset()
 	s.resetRings()
 	s.features, s.protocol, s.status = 0, 0, 0
 	if s.mem != nil {
@@ -657,7 +770,7 @@ func (t *transport) NeedsReset(err error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.gen == t.gen && s.active.Load() {
-			s.deactivate()
+			s.reset()
 			s.status |= virtio.StatusDeviceNeedsReset
 		}
 	}()

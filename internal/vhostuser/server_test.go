@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -663,5 +664,124 @@ func TestConfigChange(t *testing.T) {
 	got := cl.call(ReqGetConfig, 0, configBody(config{Size: 5}, make([]byte, 5)))
 	if string(got[configHdrSize:]) != "NEWer" {
 		t.Errorf("config after the change = %q", got[configHdrSize:])
+	}
+}
+
+// suspendDevice is a fakeDevice that keeps its state across a stop of its
+// queues.
+type suspendDevice struct {
+	*fakeDevice
+	suspends, resumes int
+}
+
+func (d *suspendDevice) Suspend() error {
+	d.mu.Lock()
+	w := d.w
+	d.w, d.act = nil, nil
+	d.suspends++
+	d.mu.Unlock()
+	if w == nil {
+		return errors.New("not active")
+	}
+	w.Stop()
+	return nil
+}
+
+func (d *suspendDevice) Resume(a virtio.Activation) error {
+	if err := d.fakeDevice.Activate(a); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.acts-- // a resume, not an activation
+	d.resumes++
+	d.mu.Unlock()
+	return nil
+}
+
+// TestSuspender: a device with Suspend/Resume is suspended, not reset,
+// when the front-end stops its queues, resumed when they restart where
+// they stopped (a VM resumed), reset and activated afresh when they
+// restart anywhere else (a driver reset), and reset when the front-end
+// hangs up.
+func TestSuspender(t *testing.T) {
+	for _, status := range []bool{false, true} {
+		t.Run(fmt.Sprintf("status=%v", status), func(t *testing.T) {
+			dev := &suspendDevice{fakeDevice: newFakeDevice(1)}
+			cl := startServer(t, dev)
+			g := newGuestRAM(t)
+			proto := uint64(1 << ProtoReplyAck)
+			if status {
+				proto |= 1 << ProtoStatus
+			}
+			cl.send(ReqSetProtocolFeatures, u64(proto))
+			cl.send(ReqSetFeatures, u64(dev.Features()|virtio.Bit(FeatureProtocolFeatures)))
+			ack := func(req Request, body []byte, fds ...int) {
+				t.Helper()
+				if r := cl.call(req, flagNeedReply, body, fds...); string(r) != string(u64(0)) {
+					t.Fatalf("%v failed: %x", req, r)
+				}
+			}
+			ack(ReqSetMemTable, memTable(memRegion{GPA: ramGPA, Size: ramSize, UserAddr: ramUA, MmapOffset: ramOff}), g.fd)
+			start := func(base uint32) int {
+				t.Helper()
+				ack(ReqSetVringNum, state(0, qSize))
+				ack(ReqSetVringBase, state(0, base))
+				ack(ReqSetVringAddr, vringAddrBody(0, ua(descGPA), ua(usedGPA), ua(availGPA)))
+				kfd := eventfd(t)
+				ack(ReqSetVringKick, u64(0), kfd)
+				if status {
+					ack(ReqSetStatus, u64(uint64(virtio.StatusDriverOK)))
+				}
+				return kfd
+			}
+			stop := func() uint32 {
+				t.Helper()
+				if status {
+					ack(ReqSetStatus, u64(0))
+				}
+				b := cl.call(ReqGetVringBase, 0, state(0, 0))
+				return binary.LittleEndian.Uint32(b[4:])
+			}
+			complete := func(kfd int, want uint16) {
+				t.Helper()
+				kick(t, kfd)
+				select {
+				case got := <-dev.done:
+					if got != want {
+						t.Fatalf("completed %d, want %d", got, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("request %d never completed", want)
+				}
+			}
+			kfd := start(0)
+			g.publish(0, 3, 10)
+			complete(kfd, 3)
+			base := stop()
+			if base != 1 || dev.suspends != 1 || dev.resets != 0 {
+				t.Fatalf("after stop: base %d, %d suspends, %d resets", base, dev.suspends, dev.resets)
+			}
+			kfd = start(base)
+			if dev.resumes != 1 || dev.acts != 1 || dev.resets != 0 {
+				t.Fatalf("restart where stopped: %d resumes, %d activations, %d resets", dev.resumes, dev.acts, dev.resets)
+			}
+			g.publish(1, 5, 10)
+			complete(kfd, 5)
+			// A restart from 0 is a new driver: the old state must go.
+			stop()
+			start(0)
+			if dev.resumes != 1 || dev.acts != 2 || dev.resets != 1 {
+				t.Fatalf("restart anew: %d resumes, %d activations, %d resets", dev.resumes, dev.acts, dev.resets)
+			}
+			// Suspended when the front-end hangs up: reset.
+			stop()
+			cl.c.Close()
+			if err := cl.serveErr(); err != nil {
+				t.Fatal(err)
+			}
+			if dev.resets != 2 {
+				t.Fatalf("hang-up while suspended: %d resets, want 2", dev.resets)
+			}
+		})
 	}
 }
