@@ -46,6 +46,17 @@ type Queue struct {
 	signalled  uint16 // used.idx when NeedsSignal last ran
 	lastPopped bool
 	broken     error
+	// dirty records what the device writes, when guest memory tracks it
+	// (for diff snapshots: KVM's dirty log sees only the vCPUs' writes).
+	dirty DirtyTracker
+}
+
+// DirtyTracker is guest memory that records the pages ember writes
+// (*guestmem.Memory with dirty tracking on). A queue marks every
+// device-writable buffer it hands out and each used element it writes.
+type DirtyTracker interface {
+	TrackingDirty() bool
+	MarkDirty(gpa, n uint64)
 }
 
 // NewQueue returns a queue offering maxSize entries, configured as a reset
@@ -90,6 +101,10 @@ func (q *Queue) Activate(mem Memory, eventIdx bool) error {
 	}
 	q.mem, q.eventIdx = mem, eventIdx
 	q.desc, q.avail, q.used = desc, avail, used
+	q.dirty = nil
+	if d, ok := mem.(DirtyTracker); ok && d.TrackingDirty() {
+		q.dirty = d
+	}
 	q.nextAvail, q.nextUsed, q.published, q.signalled = 0, 0, 0, 0
 	q.lastPopped, q.broken = false, nil
 	return nil
@@ -253,6 +268,9 @@ func (q *Queue) Add(head uint16, n uint32) error {
 	off := 4 + 8*uint64(q.nextUsed%q.Size)
 	binary.LittleEndian.PutUint32(q.used[off:], uint32(head))
 	binary.LittleEndian.PutUint32(q.used[off+4:], n)
+	if q.dirty != nil {
+		q.dirty.MarkDirty(q.UsedRing+off, 8)
+	}
 	q.nextUsed++
 	return nil
 }
@@ -351,6 +369,11 @@ func (q *Queue) parse(head uint16, c *Chain) error {
 			}
 			if flags&DescFlagWrite != 0 {
 				seenWrite = true
+				if q.dirty != nil {
+					// Whether or not the device fills it: marking on the way
+					// out costs one pass and errs on the safe side.
+					q.dirty.MarkDirty(addr, uint64(length))
+				}
 				c.In = append(c.In, buf)
 				c.InAddr = append(c.InAddr, addr)
 				c.InLen += uint64(length)
