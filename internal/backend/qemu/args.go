@@ -75,6 +75,13 @@ type launchInputs struct {
 	// under TCG is where a triple fault shows: QMP reports it as the same
 	// "guest-reset" as a keyboard-controller reset.
 	ResetLog *os.File
+	// RAM, if set, is guest RAM: a memfd ember created and keeps, mapped
+	// shared by QEMU, so ember can save it and QEMU can leave it out of
+	// its migration stream (x-ignore-shared).
+	RAM *os.File
+	// Incoming starts QEMU to receive a saved state (-incoming defer)
+	// instead of booting: no kernel, initrd or command line.
+	Incoming bool
 }
 
 func (p *plan) add(args ...string) { p.args = append(p.args, args...) }
@@ -106,9 +113,18 @@ func (p *plan) addPath(f *os.File, userPath string) string {
 	return path
 }
 
-// checkSpec refuses what this backend cannot do. The controller consults
+// checkSpec refuses a boot this backend cannot do. The controller consults
 // Capabilities first; this is the backstop.
 func checkSpec(spec *hypervisor.Spec) error {
+	if err := checkMachine(spec); err != nil {
+		return err
+	}
+	return checkBoot(spec)
+}
+
+// checkMachine refuses a machine (booted or restored) this backend cannot
+// build.
+func checkMachine(spec *hypervisor.Spec) error {
 	unsupported := func(what string) error { return hypervisor.Unsupported(Name, what) }
 	switch {
 	case spec.VCPUs == 0:
@@ -117,8 +133,6 @@ func checkSpec(spec *hypervisor.Spec) error {
 		return fmt.Errorf("invalid machine: with SMT, vcpu_count must be 1 or even")
 	case spec.MemMiB == 0:
 		return fmt.Errorf("invalid machine: mem_size_mib is 0")
-	case spec.Boot.KernelPath == "":
-		return fmt.Errorf("invalid machine: no kernel image")
 	case spec.Vsock != nil:
 		return unsupported("vsock")
 	case len(spec.Pmems) > 0:
@@ -172,10 +186,22 @@ func checkSpec(spec *hypervisor.Spec) error {
 	return nil
 }
 
+// checkBoot refuses a boot without a kernel; a restore needs none.
+func checkBoot(spec *hypervisor.Spec) error {
+	if spec.Boot.KernelPath == "" {
+		return fmt.Errorf("invalid machine: no kernel image")
+	}
+	return nil
+}
+
 // buildPlan turns a Spec into QEMU's command line (without the binary).
 // It is a pure function of its inputs, so its output is golden-tested.
 func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
-	if err := checkSpec(spec); err != nil {
+	check := checkSpec
+	if in.Incoming {
+		check = checkMachine
+	}
+	if err := check(spec); err != nil {
 		return nil, err
 	}
 	if len(in.Taps) != len(spec.Nets) || len(in.MACs) != len(spec.Nets) || len(in.DriveSerials) != len(spec.Drives) ||
@@ -205,6 +231,17 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	// The ISA serial is added below as a device, bound to ember's chardev.
 	machine := "microvm,acpi=on,isa-serial=off"
 	switch {
+	case in.RAM != nil:
+		// ember's memfd (in 2 MiB huge pages when asked), reopened by
+		// QEMU through /dev/fd and mapped shared: vhost-user back-ends
+		// and snapshots read it.
+		if err := p.addJSON("-object", map[string]any{
+			"qom-type": "memory-backend-file", "id": "ram", "size": spec.MemMiB << 20,
+			"mem-path": "/dev/fd/" + strconv.Itoa(p.addFile(in.RAM)), "share": true,
+		}); err != nil {
+			return nil, err
+		}
+		machine += ",memory-backend=ram"
 	case usesVhostUser(spec):
 		// A vhost-user back-end maps guest RAM itself: it must be a memfd
 		// shared with ember, in 2 MiB huge pages when asked.
@@ -282,15 +319,22 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 	}
 	p.add("-device", "i8042")
 
-	p.add("-kernel", p.addPath(in.Kernel, spec.Boot.KernelPath))
-	if spec.Boot.InitrdPath != "" {
-		p.add("-initrd", p.addPath(in.Initrd, spec.Boot.InitrdPath))
+	if in.Incoming {
+		// The guest's state arrives over the migration stream; guest RAM
+		// is already filled. QEMU writes no boot images into RAM while
+		// it waits for the stream.
+		p.add("-incoming", "defer")
+	} else {
+		p.add("-kernel", p.addPath(in.Kernel, spec.Boot.KernelPath))
+		if spec.Boot.InitrdPath != "" {
+			p.add("-initrd", p.addPath(in.Initrd, spec.Boot.InitrdPath))
+		}
+		cmdline := spec.Boot.Cmdline
+		if in.TSCkHz != 0 {
+			cmdline = withKernelArg(cmdline, tscArg(in.TSCkHz))
+		}
+		p.add("-append", cmdline)
 	}
-	cmdline := spec.Boot.Cmdline
-	if in.TSCkHz != 0 {
-		cmdline = withKernelArg(cmdline, tscArg(in.TSCkHz))
-	}
-	p.add("-append", cmdline)
 
 	// virtio-mmio slots. microvm lists transports in its DSDT from the
 	// highest index down, and Linux probes them in DSDT order, so devices

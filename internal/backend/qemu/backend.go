@@ -59,6 +59,8 @@ func (*Backend) Capabilities() hypervisor.Capabilities {
 		MMDS:              true,
 		NetRateLimiter:    true,
 		BlockRateLimiter:  true,
+		Snapshot:          snapshotsSupported,
+		DiffSnapshot:      snapshotsSupported,
 	}
 }
 
@@ -93,6 +95,16 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
+	m, err := b.launch(ctx, spec, env, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// launch starts QEMU for spec: booting it, or, with rs, waiting for the
+// state of a snapshot (-incoming) with guest RAM already filled.
+func (b *Backend) launch(ctx context.Context, spec *hypervisor.Spec, env hypervisor.Env, rs *restoreInputs) (*machine, error) {
 	bin, err := findBinary(env.Options[OptionBinary])
 	if err != nil {
 		return nil, err
@@ -126,10 +138,23 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		return f, nil
 	}
 
-	in := launchInputs{Accel: acc}
-	if acc == accelTCG && facts.tscKHz != 0 {
+	in := launchInputs{Accel: acc, Incoming: rs != nil}
+	if acc == accelTCG && facts.tscKHz != 0 && rs == nil {
 		in.TSCkHz = facts.tscKHz
 	}
+	ram, err := guestRAM(spec, rs)
+	if err != nil {
+		return nil, err
+	}
+	if ram != nil {
+		in.RAM = ram.fd // the machine keeps it; QEMU gets its own copy
+	}
+	var kept *snapRAM
+	defer func() {
+		if kept == nil {
+			ram.close()
+		}
+	}()
 	var resetLog *os.File
 	if acc == accelTCG {
 		if resetLog, err = anonymousFile(env.RuntimeDir); err != nil {
@@ -138,12 +163,14 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		opened = append(opened, resetLog)
 		in.ResetLog = resetLog
 	}
-	if in.Kernel, err = openRO("kernel image", spec.Boot.KernelPath); err != nil {
-		return nil, err
-	}
-	if spec.Boot.InitrdPath != "" {
-		if in.Initrd, err = openRO("initrd", spec.Boot.InitrdPath); err != nil {
+	if rs == nil {
+		if in.Kernel, err = openRO("kernel image", spec.Boot.KernelPath); err != nil {
 			return nil, err
+		}
+		if spec.Boot.InitrdPath != "" {
+			if in.Initrd, err = openRO("initrd", spec.Boot.InitrdPath); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, d := range spec.Drives {
@@ -163,6 +190,9 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 		}
 		in.Taps = append(in.Taps, f)
 		mac := n.GuestMAC
+		if rs != nil && len(rs.macs) == len(spec.Nets) {
+			mac = rs.macs[len(in.MACs)] // the device's MAC as saved
+		}
 		if mac == "" {
 			mac = randomMAC()
 		}
@@ -207,6 +237,7 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 
 	m := newMachine(spec, env, p)
 	m.godevs = gd
+	m.snap = &snapState{ram: ram, accel: acc, macs: in.MACs}
 	if resetLog != nil {
 		// The machine keeps its own descriptor to read the log back.
 		if m.resetLog, err = dupFile(resetLog); err != nil {
@@ -229,6 +260,7 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 	}
 	m.cmd = cmd
 	created = true // from here on, every failure ends in m.Close, which closes gd
+	kept = ram     // and the guest RAM
 	go m.reap()
 	// QEMU has its copies now; ours must go so EOFs reach the right ends.
 	for _, c := range opened {
@@ -257,9 +289,12 @@ func (b *Backend) Create(ctx context.Context, spec *hypervisor.Spec, env hypervi
 			log.Infof("TCG: added %s to the guest kernel command line, so the emulated guest does not hang calibrating its TSC", arg)
 		}
 	}
-	if err := m.configure(ctx); err != nil {
-		m.Close()
-		return nil, err
+	if rs == nil {
+		// A restored machine is configured once its state has arrived.
+		if err := m.configure(ctx); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	m.supervising = true
 	go m.supervise()

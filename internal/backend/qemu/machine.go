@@ -43,6 +43,8 @@ type machine struct {
 	resetLog *os.File
 	// godevs are the devices ember runs over vhost-user (nil if none).
 	godevs *goDevices
+	// snap is what snapshots need: guest RAM and the launch's choices.
+	snap *snapState
 
 	paused     atomic.Bool
 	pendingCAD atomic.Bool // Ctrl+Alt+Del sent while paused, pressed on resume
@@ -458,6 +460,7 @@ func (m *machine) Close() error {
 		// QEMU is gone: the servers have lost their front-end and no guest
 		// request is in flight, so the devices can stop.
 		m.godevs.close()
+		m.snap.close()
 		if m.resetLog != nil {
 			m.resetLog.Close()
 		}

@@ -1,0 +1,181 @@
+//go:build linux
+
+package qemu
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ember-vmm/ember/internal/hypervisor"
+	"github.com/ember-vmm/ember/internal/snapshot"
+	"github.com/ember-vmm/ember/internal/syserr"
+	"golang.org/x/sys/unix"
+)
+
+// snapshotsSupported: guest RAM can be an ember memfd here.
+const snapshotsSupported = true
+
+// guestRAM creates guest RAM for spec as a memfd, filled from the memory
+// file when restoring. It returns nil for huge_pages Transparent, which
+// stays QEMU's anonymous memory.
+func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
+	if spec.HugePages == hypervisor.HugePagesTransparent {
+		if rs != nil {
+			return nil, hypervisor.Unsupported(Name, "restoring a snapshot onto transparent huge pages")
+		}
+		return nil, nil
+	}
+	size := spec.MemMiB << 20
+	flags := unix.MFD_CLOEXEC
+	if spec.HugePages == hypervisor.HugePages2M {
+		if size%(2<<20) != 0 {
+			return nil, fmt.Errorf("huge_pages 2M: mem_size_mib %d is not a multiple of 2", spec.MemMiB)
+		}
+		flags |= unix.MFD_HUGETLB | unix.MFD_HUGE_2MB
+	}
+	fd, err := unix.MemfdCreate("ember-guest-ram", flags)
+	if err != nil {
+		return nil, fmt.Errorf("creating guest memory: %w", err)
+	}
+	r := &snapRAM{fd: os.NewFile(uintptr(fd), "guest-ram"), size: size}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		r.close()
+		return nil, fmt.Errorf("sizing guest memory (%d MiB): %w", spec.MemMiB, err)
+	}
+	if rs != nil {
+		if err := r.fill(rs.memPath); err != nil {
+			r.close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// fillChunk is how much of the memory file one read takes.
+const fillChunk = 1 << 20
+
+// fill copies the memory file at path into guest RAM: only the file's
+// data extents are read and only non-zero pages stored, so RAM stays as
+// sparse as the file. The file is opened read-only and never changed.
+func (r *snapRAM) fill(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cannot open the memory file %s: %s", path, syserr.Display(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot stat the memory file %s: %s", path, syserr.Display(err))
+	}
+	if !fi.Mode().IsRegular() || uint64(fi.Size()) != r.size {
+		return fmt.Errorf("the memory file %s holds %d bytes; the snapshot's guest has %d", path, fi.Size(), r.size)
+	}
+	mem, err := unix.Mmap(int(r.fd.Fd()), 0, int(r.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping guest memory: %w", err)
+	}
+	defer unix.Munmap(mem)
+	buf := make([]byte, fillChunk)
+	err = dataExtents(f, r.size, func(start, end uint64) error {
+		for off := start; off < end; {
+			n := min(uint64(len(buf)), end-off)
+			if _, err := f.ReadAt(buf[:n], int64(off)); err != nil && !(errors.Is(err, io.EOF) && off+n == r.size) {
+				return fmt.Errorf("reading the memory file %s: %s", path, syserr.Display(err))
+			}
+			for p := uint64(0); p < n; p += snapshot.PageSize {
+				page := buf[p:min(p+snapshot.PageSize, n)]
+				if !isZero(page) {
+					copy(mem[off+p:], page)
+				}
+			}
+			off += n
+		}
+		return nil
+	})
+	return err
+}
+
+var zeroPage [snapshot.PageSize]byte
+
+func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
+
+// dataExtents calls fn for each range of f below size that holds data
+// (SEEK_DATA/SEEK_HOLE; a file system without holes is data throughout).
+func dataExtents(f *os.File, size uint64, fn func(start, end uint64) error) error {
+	fd := int(f.Fd())
+	for off := uint64(0); off < size; {
+		start, err := unix.Seek(fd, int64(off), unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole remains
+		}
+		if err != nil {
+			return fmt.Errorf("seeking data: %w", err)
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seeking a hole: %w", err)
+		}
+		if uint64(start) >= size {
+			return nil
+		}
+		e := min(uint64(end), size)
+		if err := fn(uint64(start), e); err != nil {
+			return err
+		}
+		off = e
+	}
+	return nil
+}
+
+// reader returns a snapshot.ReadFunc over guest RAM. Ranges the memfd
+// holds no page of read as zeros without a copy.
+func (r *snapRAM) reader(regions []snapshot.Region) snapshot.ReadFunc {
+	var buf, zeros []byte
+	fd := int(r.fd.Fd())
+	return func(gpa, n uint64) ([]byte, error) {
+		off, err := fileOffset(regions, gpa, n)
+		if err != nil {
+			return nil, err
+		}
+		if d, err := unix.Seek(fd, int64(off), unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || err == nil && uint64(d) >= off+n {
+			if uint64(len(zeros)) < n {
+				zeros = make([]byte, n)
+			}
+			return zeros[:n], nil
+		}
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		b := buf[:n]
+		if _, err := r.fd.ReadAt(b, int64(off)); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+}
+
+// resident returns, per region, a bitmap of the pages guest RAM holds
+// (written at some point, in memory or in swap): what a diff snapshot
+// writes when dirty pages are not tracked.
+func (r *snapRAM) resident(regions []snapshot.Region) ([][]uint64, error) {
+	maps := make([][]uint64, len(regions))
+	for i, reg := range regions {
+		maps[i] = make([]uint64, (reg.Size/snapshot.PageSize+63)/64)
+	}
+	err := dataExtents(r.fd, r.size, func(start, end uint64) error {
+		var off uint64
+		for i, reg := range regions {
+			lo, hi := max(start, off), min(end, off+reg.Size)
+			for p := lo; p < hi; p += snapshot.PageSize {
+				pg := (p - off) / snapshot.PageSize
+				maps[i][pg/64] |= 1 << (pg % 64)
+			}
+			off += reg.Size
+		}
+		return nil
+	})
+	return maps, err
+}
