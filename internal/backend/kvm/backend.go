@@ -15,8 +15,8 @@ type Backend struct{}
 // Name returns "kvm".
 func (*Backend) Name() string { return Name }
 
-// Capabilities reports what the built-in VMM implements today. Snapshots,
-// pmem and memory hotplug are not implemented yet.
+// Capabilities reports what the built-in VMM implements today. Pmem and
+// memory hotplug are not implemented yet.
 func (*Backend) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
 		Vsock:              true,
@@ -32,6 +32,9 @@ func (*Backend) Capabilities() hypervisor.Capabilities {
 		BootTimer:          true,
 		DrivePathUpdate:    true,
 		SendCtrlAltDel:     true,
+		Snapshot:           true,
+		DiffSnapshot:       true,
+		TrackDirtyPages:    true,
 	}
 }
 

@@ -29,6 +29,9 @@ import (
 type virtioSlot struct {
 	Addr uint64
 	GSI  uint32
+	// name is the device's snapshot section ("block/rootfs", "vsock").
+	name string
+	t    *mmio.Transport
 }
 
 // attachDevices builds the virtio devices in Firecracker's attach order
@@ -48,7 +51,7 @@ func (m *machine) attachDevices() error {
 			return err
 		}
 		m.balloon = dev
-		if err := m.attachVirtio(dev, dev); err != nil {
+		if err := m.attachVirtio("balloon", dev, dev); err != nil {
 			return err
 		}
 	}
@@ -63,7 +66,7 @@ func (m *machine) attachDevices() error {
 			return fmt.Errorf("Unable to create the virtio block device: %s", syserr.Display(err))
 		}
 		m.drives = append(m.drives, driveDev{id: d.ID, dev: dev, limiter: lim})
-		if err := m.attachVirtio(dev, dev); err != nil {
+		if err := m.attachVirtio("block/"+d.ID, dev, dev); err != nil {
 			return err
 		}
 	}
@@ -102,7 +105,7 @@ func (m *machine) attachDevices() error {
 		if stack != nil {
 			m.wakeForMMDS(stack, dev)
 		}
-		if err := m.attachVirtio(dev, dev); err != nil {
+		if err := m.attachVirtio("net/"+n.ID, dev, dev); err != nil {
 			return err
 		}
 	}
@@ -115,14 +118,14 @@ func (m *machine) attachDevices() error {
 		// The controller owns the device (its socket exists before boot and
 		// outlives the machine); the machine only stops it, before guest
 		// RAM goes away.
-		if err := m.attachVirtio(dev, closerFunc(dev.Reset)); err != nil {
+		if err := m.attachVirtio("vsock", dev, closerFunc(dev.Reset)); err != nil {
 			return err
 		}
 	}
 	if s.Entropy != nil {
 		dev := rng.New(rng.Config{Limiter: m.limiter(s.Entropy.RateLimiter), Log: m.log})
 		m.rng = dev
-		if err := m.attachVirtio(dev, dev); err != nil {
+		if err := m.attachVirtio("rng", dev, dev); err != nil {
 			return err
 		}
 	}
@@ -195,8 +198,9 @@ const mmdsPoll = 50 * time.Millisecond
 
 // attachVirtio puts dev behind a virtio-mmio window in the next slot, with
 // an irqfd for its interrupt and an ioeventfd per queue. closer stops the
-// device at Close, after the vCPUs and before guest RAM is unmapped.
-func (m *machine) attachVirtio(dev virtio.Device, closer interface{ Close() error }) error {
+// device at Close, after the vCPUs and before guest RAM is unmapped. name
+// identifies the device in snapshots.
+func (m *machine) attachVirtio(name string, dev virtio.Device, closer interface{ Close() error }) error {
 	m.closers = append(m.closers, closer)
 	slot, err := archVirtioSlot(len(m.virtioSlots))
 	if err != nil {
@@ -215,6 +219,7 @@ func (m *machine) attachVirtio(dev virtio.Device, closer interface{ Close() erro
 			return err
 		}
 	}
+	slot.name, slot.t = name, t
 	m.virtioSlots = append(m.virtioSlots, slot)
 	return nil
 }

@@ -62,21 +62,29 @@ type machine struct {
 	// notifyWG counts the goroutines forwarding ioeventfds.
 	notifyWG sync.WaitGroup
 
+	// restore is the snapshot being loaded, while Restore builds the
+	// machine; nil for a machine Create boots.
+	restore *restoreData
+	// msrs are the MSRs a snapshot saves, read once.
+	msrs []uint32
+
 	// bootStart and bootCPU are when Start ran, for the boot timer.
 	bootStart time.Time
 	bootCPU   time.Duration
 
-	mu       sync.Mutex
-	changed  chan struct{}
-	started  bool
-	paused   bool
-	stopping bool
-	parked   int
-	live     int
-	exit     hypervisor.ExitStatus
-	done     chan struct{}
-	closed   bool
-	cancelIn context.CancelFunc
+	mu      sync.Mutex
+	changed chan struct{}
+	started bool
+	paused  bool
+	// snapshotting is set while SaveSnapshot runs: the vCPUs stay parked.
+	snapshotting bool
+	stopping     bool
+	parked       int
+	live         int
+	exit         hypervisor.ExitStatus
+	done         chan struct{}
+	closed       bool
+	cancelIn     context.CancelFunc
 }
 
 type driveDev struct {
@@ -139,8 +147,6 @@ func checkSpec(s *hypervisor.Spec) error {
 		return unsupported("memory hotplug")
 	case s.PCI:
 		return unsupported("PCI")
-	case s.TrackDirtyPages:
-		return unsupported("dirty page tracking")
 	case s.Balloon != nil && s.Balloon.FreePageHinting:
 		return unsupported("free page hinting")
 	}
@@ -175,6 +181,20 @@ func (m *machine) build(ctx context.Context) error {
 	if err := m.attachDevices(); err != nil {
 		return err
 	}
+	if m.restore != nil {
+		// The guest's memory and registers come from the snapshot.
+		for i := 0; i < int(m.spec.VCPUs); i++ {
+			c, err := m.createVCPU(i)
+			if err != nil {
+				return err
+			}
+			m.vcpus = append(m.vcpus, c)
+		}
+		if err := m.restoreState(); err != nil {
+			return err
+		}
+		return ctx.Err()
+	}
 	if err := m.archLoad(); err != nil {
 		return err
 	}
@@ -194,12 +214,21 @@ func (m *machine) setupMemory() error {
 	if err != nil {
 		return err
 	}
-	opts := guestmem.Options{Backing: guestmem.Anonymous}
+	opts := guestmem.Options{Backing: guestmem.Anonymous, TrackDirty: m.spec.TrackDirtyPages}
 	switch m.spec.HugePages {
 	case hypervisor.HugePagesTransparent:
 		opts.HugePages = guestmem.HugePagesTransparent
 	case hypervisor.HugePages2M:
 		opts.HugePages = guestmem.HugePages2M
+	}
+	if r := m.restore; r != nil {
+		if err := r.checkLayout(layout); err != nil {
+			return err
+		}
+		if opts.HugePages == guestmem.HugePages2M {
+			return errHugetlbFile
+		}
+		opts.File = r.memFile
 	}
 	if m.mem, err = guestmem.New(layout, opts); err != nil {
 		if opts.HugePages == guestmem.HugePages2M && errors.Is(err, unix.ENOMEM) {
@@ -208,6 +237,10 @@ func (m *machine) setupMemory() error {
 		}
 		return fmt.Errorf("cannot allocate guest memory: %w", err)
 	}
+	var flags uint32
+	if m.spec.TrackDirtyPages {
+		flags = kvmsys.MemLogDirtyPages
+	}
 	for i, r := range m.mem.Regions() {
 		host, err := m.mem.HostAddress(r.GPA)
 		if err != nil {
@@ -215,6 +248,7 @@ func (m *machine) setupMemory() error {
 		}
 		err = m.vm.SetUserMemoryRegion(kvmsys.UserMemoryRegion{
 			Slot:          uint32(i),
+			Flags:         flags,
 			GuestPhysAddr: r.GPA,
 			MemorySize:    r.Size,
 			UserspaceAddr: uint64(host),
@@ -304,7 +338,7 @@ func (m *machine) Pause(ctx context.Context) error {
 // Resume releases the parked vCPUs together.
 func (m *machine) Resume(ctx context.Context) error {
 	m.mu.Lock()
-	if m.stopping {
+	if m.stopping || m.snapshotting {
 		m.mu.Unlock()
 		return errors.New("kvm: the VM has ended")
 	}

@@ -3,6 +3,7 @@
 package kvm
 
 import (
+	"context"
 	"errors"
 
 	"github.com/ember-vmm/ember/internal/guestmem"
@@ -21,3 +22,6 @@ func (m *machine) archLegacyDevices() error              { return errArch }
 func archVirtioSlot(int) (virtioSlot, error)             { return virtioSlot{}, errArch }
 func (m *machine) archLoad() error                       { return errArch }
 func (m *machine) archConfigureVCPU(*vcpu) error         { return errArch }
+
+func (m *machine) archSaveCPU(context.Context) ([]byte, error) { return nil, errArch }
+func (m *machine) archRestoreCPU([]byte) error                 { return errArch }

@@ -3,6 +3,7 @@
 package kvm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -27,16 +28,28 @@ type vcpu struct {
 	log logger.Log
 	// tid is the vCPU thread's id once it runs, for kicks.
 	tid atomic.Int32
+	// calls are functions to run on the vCPU's thread while it is parked
+	// (saving its state for a snapshot).
+	calls chan func()
 }
 
-func (m *machine) newVCPU(id int) (*vcpu, error) {
+// createVCPU creates vCPU id with nothing loaded into it.
+func (m *machine) createVCPU(id int) (*vcpu, error) {
 	cpu, err := m.vm.CreateVCPU(id)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create vCPU %d: %w", id, err)
 	}
-	c := &vcpu{id: id, cpu: cpu, run: cpu.RunData(), log: m.log.Thread(fmt.Sprintf("fc_vcpu %d", id))}
+	return &vcpu{id: id, cpu: cpu, run: cpu.RunData(), log: m.log.Thread(fmt.Sprintf("fc_vcpu %d", id)), calls: make(chan func())}, nil
+}
+
+// newVCPU creates vCPU id set up for the loaded kernel.
+func (m *machine) newVCPU(id int) (*vcpu, error) {
+	c, err := m.createVCPU(id)
+	if err != nil {
+		return nil, err
+	}
 	if err := m.archConfigureVCPU(c); err != nil {
-		cpu.Close()
+		c.cpu.Close()
 		return nil, fmt.Errorf("cannot configure vCPU %d: %w", id, err)
 	}
 	return c, nil
@@ -67,7 +80,7 @@ func (m *machine) runVCPU(c *vcpu, ready chan<- struct{}) {
 		m.mu.Unlock()
 	}()
 	ready <- struct{}{}
-	for m.gate() {
+	for m.gate(c) {
 		err := c.cpu.Run()
 		switch {
 		case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
@@ -93,9 +106,10 @@ func (m *machine) runVCPU(c *vcpu, ready chan<- struct{}) {
 	}
 }
 
-// gate parks the calling vCPU while the machine is paused and reports
-// whether it should run (false once the machine is stopping).
-func (m *machine) gate() bool {
+// gate parks the calling vCPU while the machine is paused, running what
+// is sent on c.calls meanwhile, and reports whether it should run (false
+// once the machine is stopping).
+func (m *machine) gate(c *vcpu) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for m.paused && !m.stopping {
@@ -103,11 +117,36 @@ func (m *machine) gate() bool {
 		m.notifyLocked()
 		ch := m.changed
 		m.mu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case f := <-c.calls:
+			f()
+		}
 		m.mu.Lock()
 		m.parked--
 	}
 	return !m.stopping
+}
+
+// onThread runs f on c's thread if the vCPU runs (it must be parked), or
+// here if it never started; KVM takes a vCPU's ioctls from any thread, but
+// a running vCPU's state is read where it runs.
+func (m *machine) onThread(ctx context.Context, c *vcpu, f func() error) error {
+	if c.tid.Load() == 0 {
+		return f()
+	}
+	done := make(chan error, 1)
+	select {
+	case c.calls <- func() { done <- f() }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // handleExit serves one exit. stop says the vCPU must end: with err nil
