@@ -125,6 +125,11 @@ type Stats struct {
 	// TxDropped frames the guest sent that were malformed or that the tap
 	// refused; TxSpoofedMAC frames whose source is not the configured MAC.
 	RxDropped, TxDropped, TxSpoofedMAC uint64
+	// RxThrottled and TxThrottled count the times a limiter held a frame
+	// back; RxLimiterEvents and TxLimiterEvents the retries its wait
+	// ended in (Firecracker's rx/tx_rate_limiter_throttled and
+	// rx_event_rate_limiter_count/tx_rate_limiter_event_count).
+	RxThrottled, TxThrottled, RxLimiterEvents, TxLimiterEvents uint64
 }
 
 // Device is a virtio-net device on a tap.
@@ -138,6 +143,7 @@ type Device struct {
 	act *active
 
 	rxBytes, rxPackets, txBytes, txPackets, rxDropped, txDropped, spoofed atomic.Uint64
+	rxThrottled, txThrottled, rxLimiterEvents, txLimiterEvents            atomic.Uint64
 }
 
 // active is one activation: the queues, the two goroutines and their
@@ -290,7 +296,12 @@ func (d *Device) Activate(a virtio.Activation) error {
 		act.txBuf = make([]byte, MaxFrameSize)
 	}
 	d.tap.SetReadDeadline(time.Time{})
-	act.tx = virtio.StartWorker(func(uint64) { d.processTx(act) })
+	act.tx = virtio.StartWorker(func(bits uint64) {
+		if bits&(1<<bitTxRetry) != 0 {
+			d.txLimiterEvents.Add(1)
+		}
+		d.processTx(act)
+	})
 	go d.rxLoop(act)
 	d.act = act
 	return nil
@@ -369,6 +380,8 @@ func (d *Device) Stats() Stats {
 		TxBytes: d.txBytes.Load(), TxPackets: d.txPackets.Load(),
 		RxDropped: d.rxDropped.Load(), TxDropped: d.txDropped.Load(),
 		TxSpoofedMAC: d.spoofed.Load(),
+		RxThrottled:  d.rxThrottled.Load(), TxThrottled: d.txThrottled.Load(),
+		RxLimiterEvents: d.rxLimiterEvents.Load(), TxLimiterEvents: d.txLimiterEvents.Load(),
 	}
 }
 
@@ -389,6 +402,7 @@ func (d *Device) processTx(a *active) {
 		if l := d.cfg.TxLimiter; l != nil {
 			if ok, wait := l.Allow(1, c.OutLen); !ok {
 				a.txq.Undo()
+				d.txThrottled.Add(1)
 				a.tx.After(wait, bitTxRetry)
 				break
 			}
@@ -604,6 +618,7 @@ func (d *Device) wait(a *active) bool {
 		return false
 	case <-a.rxWake:
 	case <-timer:
+		d.rxLimiterEvents.Add(1)
 	}
 	return true
 }
@@ -656,6 +671,7 @@ gather:
 	if l := d.cfg.RxLimiter; l != nil && fits {
 		if ok, wait := l.Allow(1, uint64(len(frame))); !ok {
 			a.rxq.UndoN(uint16(len(a.heads)))
+			d.rxThrottled.Add(1)
 			a.retryAt = time.Now().Add(wait)
 			return false, nil
 		}

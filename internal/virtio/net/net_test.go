@@ -435,7 +435,34 @@ func TestLimiters(t *testing.T) {
 	if rxl.n.Load() < 2 || txl.n.Load() < 2 {
 		t.Fatalf("limiters asked %d/%d times", rxl.n.Load(), txl.n.Load())
 	}
+	// One refusal each way, each ended by its retry timer.
+	r.tx.WaitUsed(t, 1, 5*time.Second)
+	st := r.d.Stats()
+	if st.RxThrottled != 1 || st.TxThrottled != 1 || st.RxLimiterEvents != 1 || st.TxLimiterEvents != 1 {
+		t.Fatalf("limiter counters: %+v, want one throttle and one retry each way", st)
+	}
 }
+
+// TestLimiterCountersIdle: limiters that never refuse leave the throttle
+// counters at zero.
+func TestLimiterCountersIdle(t *testing.T) {
+	r := start(t, Config{RxLimiter: allowAll{}, TxLimiter: allowAll{}}, 0)
+	r.tx.Add(vt.R(frame(mac, 10)))
+	r.d.Notify(TxQueue)
+	recvFrame(t, r.peer)
+	r.rx.Add(vt.W(2000))
+	r.d.Notify(RxQueue)
+	r.peer.Write(frame(mac, 10))
+	r.rx.WaitUsed(t, 1, 5*time.Second)
+	r.tx.WaitUsed(t, 1, 5*time.Second)
+	if st := r.d.Stats(); st.RxThrottled+st.TxThrottled+st.RxLimiterEvents+st.TxLimiterEvents != 0 || st.RxPackets != 1 || st.TxPackets != 1 {
+		t.Fatalf("stats %+v, want one frame each way and no limiter activity", st)
+	}
+}
+
+type allowAll struct{}
+
+func (allowAll) Allow(ops, bytes uint64) (bool, time.Duration) { return true, 0 }
 
 func TestBrokenRxRing(t *testing.T) {
 	r := start(t, Config{}, 0)
