@@ -198,6 +198,14 @@ func (m *machine) build(ctx context.Context) error {
 	if err := m.archLoad(); err != nil {
 		return err
 	}
+	if m.spec.TrackDirtyPages {
+		// The loader copies the kernel and initrd in through slices, which
+		// leave no mark: count all of RAM as written, so a first diff
+		// snapshot is complete (zero pages still cost nothing in it).
+		for _, r := range m.mem.Regions() {
+			m.mem.MarkDirty(r.GPA, r.Size)
+		}
+	}
 	for i := 0; i < int(m.spec.VCPUs); i++ {
 		c, err := m.newVCPU(i)
 		if err != nil {
