@@ -65,6 +65,20 @@ type Options struct {
 	// QueueNum is GET_QUEUE_NUM's answer (queue pairs for net devices);
 	// 0 means the device's number of queues.
 	QueueNum uint64
+	// NoStatus withholds the STATUS protocol feature, so the device runs
+	// once its queues start or at the first kick. QEMU 7.2's
+	// vhost-user-vsock-device and vhost-user-rng negotiate STATUS but
+	// never set DRIVER_OK (they only send FEATURES_OK), which would leave
+	// the device waiting forever.
+	NoStatus bool
+}
+
+// protocolOffered is GET_PROTOCOL_FEATURES' answer.
+func (s *Server) protocolOffered() uint64 {
+	if s.opts.NoStatus {
+		return offeredProtocol &^ (1 << ProtoStatus)
+	}
+	return offeredProtocol
 }
 
 // ring is the front-end's configuration of one queue.
@@ -223,10 +237,10 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 		}
 		return nil, nil
 	case ReqGetProtocolFeatures:
-		return u64Body(offeredProtocol), nil
+		return u64Body(s.protocolOffered()), nil
 	case ReqSetProtocolFeatures:
-		if m.U64&^uint64(offeredProtocol) != 0 {
-			return nil, fmt.Errorf("%w: protocol features %#x were not offered (%#x)", ErrProtocol, m.U64, uint64(offeredProtocol))
+		if m.U64&^s.protocolOffered() != 0 {
+			return nil, fmt.Errorf("%w: protocol features %#x were not offered (%#x)", ErrProtocol, m.U64, s.protocolOffered())
 		}
 		s.protocol, s.lastProtocol = m.U64, m.U64
 		return nil, nil

@@ -131,6 +131,11 @@ type client struct {
 
 func startServer(t *testing.T, dev virtio.Device) *client {
 	t.Helper()
+	return startServerOpts(t, dev, Options{})
+}
+
+func startServerOpts(t *testing.T, dev virtio.Device, opts Options) *client {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +149,7 @@ func startServer(t *testing.T, dev virtio.Device) *client {
 		}
 		return c.(*net.UnixConn)
 	}
-	cl := &client{t: t, c: conn(fds[0]), errc: make(chan error, 1), srv: NewServer(dev, Options{})}
+	cl := &client{t: t, c: conn(fds[0]), errc: make(chan error, 1), srv: NewServer(dev, opts)}
 	sc := conn(fds[1])
 	go func() { cl.errc <- cl.srv.Serve(context.Background(), sc) }()
 	t.Cleanup(func() {
@@ -783,5 +788,20 @@ func TestSuspender(t *testing.T) {
 				t.Fatalf("hang-up while suspended: %d resets, want 2", dev.resets)
 			}
 		})
+	}
+}
+
+// TestNoStatus: with NoStatus the STATUS protocol feature is neither
+// offered nor accepted, and the device runs once its queues start.
+func TestNoStatus(t *testing.T) {
+	dev := newFakeDevice(1)
+	cl := startServerOpts(t, dev, Options{NoStatus: true})
+	p := cl.u64(ReqGetProtocolFeatures)
+	if p&(1<<ProtoStatus) != 0 || p&(1<<ProtoConfig) == 0 {
+		t.Fatalf("GET_PROTOCOL_FEATURES = %#x, want CONFIG without STATUS", p)
+	}
+	cl.send(ReqSetProtocolFeatures, u64(p|1<<ProtoStatus))
+	if err := cl.serveErr(); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("STATUS accepted though not offered: %v", err)
 	}
 }
