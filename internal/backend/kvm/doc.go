@@ -26,6 +26,11 @@
 //     device is the exception: the controller bound it at PUT /vsock and
 //     owns it, so the machine resets it (dropping its connections and its
 //     hold on guest RAM) but leaves its socket to the controller.
+//   - A snapshot is taken only of a paused machine, with every virtio
+//     device stopped while its state and guest RAM are read; the devices
+//     then run again from the state just saved, as a restored machine's do.
+//     A restored machine maps the memory file privately, so the file never
+//     changes and any number of machines may restore from it at once.
 //
 // Architecture-specific parts (layout, vCPU state, tables, legacy devices)
 // live in _amd64 files; other architectures report the backend unavailable.

@@ -346,9 +346,13 @@ func (m *machine) Pause(ctx context.Context) error {
 // Resume releases the parked vCPUs together.
 func (m *machine) Resume(ctx context.Context) error {
 	m.mu.Lock()
-	if m.stopping || m.snapshotting {
+	if m.stopping {
 		m.mu.Unlock()
 		return errors.New("kvm: the VM has ended")
+	}
+	if m.snapshotting {
+		m.mu.Unlock()
+		return errors.New("kvm: a snapshot is being taken")
 	}
 	m.paused = false
 	m.notifyLocked()
