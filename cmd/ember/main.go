@@ -28,6 +28,7 @@ import (
 	"github.com/ember-vmm/ember/internal/logger"
 	"github.com/ember-vmm/ember/internal/metrics"
 	"github.com/ember-vmm/ember/internal/microhttp"
+	"github.com/ember-vmm/ember/internal/seccomp"
 	"github.com/ember-vmm/ember/internal/snapshot"
 	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/syserr"
@@ -157,6 +158,19 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	if err != nil {
 		return fail(&failure{msg: prefix + err.Error(), debug: debugPrefix + "(" + rustDebug(err.Error()) + ")", code: cli.ExitGenericError})
 	}
+	if !opts.NoSeccomp {
+		// One deny-list for the whole process (see internal/seccomp for why
+		// not Firecracker's per-thread allow-lists). The kvm backend runs the
+		// VM in this process and never starts a program; the qemu backend
+		// still has to exec QEMU, which inherits the filter.
+		err := seccomp.Apply(seccomp.Policy{DenyExec: backend.Name() == "kvm"})
+		if errors.Is(err, seccomp.ErrUnsupported) {
+			mainLog.Warnf("No seccomp filter for this architecture; running unconfined.")
+		} else if err != nil {
+			msg := "Seccomp filter installation failed: " + err.Error()
+			return fail(&failure{msg: "Seccomp error: " + msg, debug: "SeccompFilter(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
+		}
+	}
 
 	runtimeDir, err := os.MkdirTemp("", "ember-"+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
@@ -202,7 +216,14 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	var server *microhttp.Server
 	serveDone := make(chan error, 1)
 	if !opts.NoAPI {
+		// Firecracker's socket gets what the umask leaves of 0777; ember
+		// also takes group and other access away, so only the owner (and
+		// root) can connect. The umask is narrowed only around the bind, so
+		// the socket is never reachable with a wider mode.
+		oldMask := unix.Umask(0o077)
+		unix.Umask(oldMask | 0o077)
 		ln, err := microhttp.Listen(opts.APISock)
+		unix.Umask(oldMask)
 		if err != nil {
 			if errors.Is(err, unix.EADDRINUSE) {
 				msg := "Failed to open the API socket at: " + opts.APISock + ". Check that it is not already used."
