@@ -33,6 +33,9 @@ import (
 //
 // After a snapshot QEMU sits in "postmigrate" with its block nodes
 // inactive (flushed); "cont" reactivates them, so Resume works as usual.
+// QEMU refuses another migration before the guest has run again; its
+// state has not changed meanwhile, so a second snapshot of the same pause
+// reuses the first one's stream.
 //
 // Diff snapshots write the pages guest RAM holds (the memfd's data
 // extents: every page ever touched, including swapped-out ones), the
@@ -78,6 +81,11 @@ type snapState struct {
 	accel accel
 	macs  []string
 	mu    sync.Mutex // one snapshot at a time
+	// last is the device state of the last snapshot. QEMU refuses a
+	// second migration until the guest has run again ("postmigrate"),
+	// and until then its state is the same, so a second snapshot of the
+	// same pause (a Full, then a Diff) reuses it.
+	last []byte
 }
 
 func (s *snapState) close() {
@@ -90,6 +98,8 @@ func (s *snapState) close() {
 type snapRAM struct {
 	fd   *os.File
 	size uint64
+	// filled is how long a restore's copy from the memory file took.
+	filled time.Duration
 }
 
 func (r *snapRAM) close() {
@@ -153,9 +163,13 @@ func (m *machine) SaveSnapshot(ctx context.Context, req hypervisor.SaveRequest, 
 		return errors.New("the VM is running; pause it first")
 	}
 	start := time.Now()
-	state, err := m.migrateOut(ctx)
-	if err != nil {
-		return fmt.Errorf("saving the device state: %w", err)
+	state := s.last
+	if st.Status != "postmigrate" || state == nil {
+		var err error
+		if state, err = m.migrateOut(ctx); err != nil {
+			return fmt.Errorf("saving the device state: %w", err)
+		}
+		s.last = state
 	}
 	migrated := time.Since(start)
 	regions := ramRegions(s.ram.size)
@@ -333,8 +347,8 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 		m.Close()
 		return nil, err
 	}
-	m.log.Debugf("restore: QEMU up with guest memory in %v, device state loaded in %v",
-		launched.Round(time.Microsecond), (time.Since(start) - launched).Round(time.Microsecond))
+	m.log.Debugf("restore: QEMU up with guest memory in %v (memory file copied in %v), device state loaded in %v",
+		launched.Round(time.Microsecond), m.snap.ram.filled.Round(time.Microsecond), (time.Since(start) - launched).Round(time.Microsecond))
 	return m, nil
 }
 

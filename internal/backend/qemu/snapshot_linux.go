@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
 	"github.com/ember-vmm/ember/internal/snapshot"
@@ -46,10 +47,12 @@ func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 		return nil, fmt.Errorf("sizing guest memory (%d MiB): %w", spec.MemMiB, err)
 	}
 	if rs != nil {
+		start := time.Now()
 		if err := r.fill(rs.memPath); err != nil {
 			r.close()
 			return nil, err
 		}
+		r.filled = time.Since(start)
 	}
 	return r, nil
 }
