@@ -43,8 +43,8 @@ import (
 // tracking is off. QEMU exposes no dirty log of its own guest RAM, so
 // track_dirty_pages stays unsupported.
 //
-// Not covered: VMs with devices ember runs over vhost-user (MMDS, rate
-// limiters), whose state QEMU cannot migrate, and huge_pages Transparent,
+// Not covered: VMs with devices ember runs over vhost-user (vsock, MMDS,
+// rate limiters), whose state QEMU cannot migrate, and huge_pages Transparent,
 // where guest RAM is QEMU's anonymous memory (a memfd would lose the huge
 // pages on hosts whose shmem THP policy is "never").
 
@@ -203,7 +203,7 @@ func (m *machine) SaveSnapshot(ctx context.Context, req hypervisor.SaveRequest, 
 func (m *machine) snapshotable() error {
 	switch {
 	case m.godevs != nil:
-		return hypervisor.Unsupported(Name, "snapshots of a VM with MMDS or rate limiters (their devices run in ember over vhost-user, whose state QEMU cannot save)")
+		return hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters (their devices run in ember over vhost-user, whose state QEMU cannot save)")
 	case m.snap == nil || m.snap.ram == nil:
 		return hypervisor.Unsupported(Name, "snapshots of a VM with huge_pages Transparent (its guest RAM is QEMU's own anonymous memory)")
 	}
@@ -305,7 +305,7 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 		return nil, err
 	}
 	if usesVhostUser(spec) {
-		return nil, hypervisor.Unsupported(Name, "snapshots of a VM with MMDS or rate limiters")
+		return nil, hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters")
 	}
 	var saved savedQEMU
 	if err := f.JSON(sectionQEMU, &saved); err != nil {

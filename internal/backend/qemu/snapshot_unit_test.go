@@ -4,6 +4,7 @@ package qemu
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,4 +188,29 @@ func statBlocks(fi os.FileInfo) int64 {
 		return st.Blocks
 	}
 	return 0
+}
+
+// TestSnapshotable: a VM whose devices run in ember over vhost-user, or
+// whose RAM QEMU owns, is refused as unsupported, naming why.
+func TestSnapshotable(t *testing.T) {
+	tests := []struct {
+		name string
+		m    *machine
+		want string
+	}{
+		{"vhost-user devices", &machine{godevs: &goDevices{}, snap: &snapState{ram: &snapRAM{}}}, "vsock, MMDS or rate limiters"},
+		{"transparent huge pages", &machine{snap: &snapState{}}, "huge_pages Transparent"},
+	}
+	for _, tc := range tests {
+		err := tc.m.snapshotable()
+		if !errors.Is(err, hypervisor.ErrNotSupported) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	spec := minimalSpec()
+	spec.Nets = []hypervisor.Net{{ID: "eth0", Tap: tapPlaceholder, MMDS: &hypervisor.MMDS{Version: "V2"}}}
+	_, err := (&Backend{}).Restore(ctxT(t), spec, hypervisor.Env{}, &snapshot.File{}, hypervisor.RestoreRequest{MemPath: "/nonexistent"})
+	if !errors.Is(err, hypervisor.ErrNotSupported) {
+		t.Errorf("restoring a VM with MMDS: %v", err)
+	}
 }
