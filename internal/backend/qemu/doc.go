@@ -23,11 +23,12 @@
 // # How Firecracker's configuration maps onto QEMU
 //
 //	machine-config    -smp cpus=N,sockets=1,cores=N/T,threads=T (T=2 with smt), -m
-//	                  huge_pages 2M: memory-backend-memfd,hugetlb (needs free
-//	                  2 MiB pages, checked first); Transparent: memory-backend-ram,
-//	                  which QEMU advises MADV_HUGEPAGE (THP mode must not be never);
-//	                  None: QEMU's default RAM, which QEMU advises the same way
-//	                  (it has no opt-out; this changes speed, not what the guest sees)
+//	                  huge_pages None and 2M: a memfd ember creates (hugetlb 2 MiB
+//	                  pages for 2M, which need free pages, checked first), passed
+//	                  as memory-backend-file on /dev/fd/N, share=on, so snapshots
+//	                  and vhost-user back-ends read guest RAM; Transparent:
+//	                  memory-backend-ram, which QEMU advises MADV_HUGEPAGE (THP
+//	                  mode must not be never; no snapshots)
 //	boot-source       -kernel/-initrd passed open as /dev/fd/N (ELF vmlinux via
 //	                  PVH, or bzImage), -append with the controller's command line
 //	drives            -blockdev raw over file (aio=threads for Sync, io_uring for
@@ -74,8 +75,8 @@
 // Not available on QEMU 7.2's microvm, and reported so in Capabilities:
 // virtio-pmem and virtio-mem (QEMU maps them into guest memory only through
 // PCI), free page hinting (QEMU ties it to migration); not implemented yet:
-// vsock with Firecracker's Unix-socket protocol, MMDS, rate limiters,
-// snapshots.
+// vsock with Firecracker's Unix-socket protocol, dirty-page tracking.
+// Snapshots: see snapshot.go.
 //
 // # Lifecycle
 //
