@@ -47,6 +47,11 @@ var kvmTests = []struct {
 	{"MMDS", testMMDS},
 	{"DriveRateLimiter", testDriveRateLimiter},
 	{"Vsock", testVsock},
+	{"SnapshotRestore", testSnapshotRestore},
+	{"SnapshotClones", testSnapshotClones},
+	{"SnapshotDiff", testSnapshotDiff},
+	{"SnapshotErrors", testSnapshotErrors},
+	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
@@ -66,6 +71,10 @@ func TestKVM(t *testing.T) {
 	if v := os.Getenv("EMBER_VSOCK_MIB"); v != "" {
 		opts.Env = append(opts.Env, "EMBER_VSOCK_MIB="+v) // testVsock's transfer size
 	}
+	// -run cannot pick subtests: L1 runs TestKVM whole. EMBER_KVM_ONLY, a
+	// regular expression, keeps the subtests whose names it matches.
+	only := regexp.MustCompile(os.Getenv("EMBER_KVM_ONLY"))
+	opts.Env = append(opts.Env, "EMBER_KVM_ONLY="+only.String())
 	nested.Run(t, opts, func(t *testing.T, env *nested.Env) {
 		if env.Nested {
 			emberBin = env.File("ember")
@@ -73,6 +82,9 @@ func TestKVM(t *testing.T) {
 		g := env.Guest()
 		kvmGuest = &g
 		for _, tc := range kvmTests {
+			if !only.MatchString(tc.name) {
+				continue
+			}
 			t.Run(tc.name, tc.run)
 		}
 	})
