@@ -14,8 +14,9 @@
 // Firecracker's; where ember differs, the test fails.
 //
 // Knobs: EMBER_FAULTS_BIN runs a prebuilt ember instead of building
-// cmd/ember; EMBER_FAULTS_RACE=1 builds it with the race detector, and a
-// race report on any ember's stderr fails the test that started it.
+// cmd/ember; EMBER_FAULTS_RACE=1 builds it with the race detector (or says
+// the prebuilt one has it), and a race report on any ember's stderr fails
+// the test that started it.
 //
 // The package has no non-test code besides this comment.
 package faults

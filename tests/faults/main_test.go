@@ -18,14 +18,14 @@ var emberBin string
 var raceBuild bool
 
 func TestMain(m *testing.M) {
+	raceBuild = os.Getenv("EMBER_FAULTS_RACE") == "1"
 	if bin := os.Getenv("EMBER_FAULTS_BIN"); bin != "" {
 		emberBin = bin
 		os.Exit(m.Run())
 	}
-	if os.Getenv("EMBER_FAULTS_RACE") != "1" {
+	if !raceBuild {
 		os.Exit(testember.Main(m, &emberBin))
 	}
-	raceBuild = true
 	os.Exit(raceMain(m))
 }
 
