@@ -514,7 +514,15 @@ func (s *Server) kicked(q int) {
 		return
 	}
 	// Without STATUS, a kick means the driver is running, even if the
-	// front-end leaves some queues to itself.
+	// front-end leaves some queues to itself; but not while a queue it
+	// has set up is still to be started, as when QEMU restarts the queues
+	// one by one after a pause and kicks the first before the second is
+	// back (the last one's SET_VRING_KICK activates).
+	for i := range s.rings {
+		if r := &s.rings[i]; !r.started && (r.num != 0 || r.addrSet) {
+			return
+		}
+	}
 	if err := s.activate(); err != nil {
 		s.log.Errorf("vhost-user: activating on a kick of queue %d: %v", q, err)
 	}

@@ -805,3 +805,47 @@ func TestNoStatus(t *testing.T) {
 		t.Fatalf("STATUS accepted though not offered: %v", err)
 	}
 }
+
+// TestKickWhileRestarting: without STATUS, a kick that comes while the
+// queues are being restarted one by one (QEMU after a pause) waits for the
+// last queue, so a suspended device is resumed, not reset.
+func TestKickWhileRestarting(t *testing.T) {
+	dev := &suspendDevice{fakeDevice: newFakeDevice(2)}
+	cl := startServer(t, dev)
+	g := newGuestRAM(t)
+	cl.send(ReqSetProtocolFeatures, u64(1<<ProtoReplyAck))
+	cl.send(ReqSetFeatures, u64(dev.Features()|virtio.Bit(FeatureProtocolFeatures)))
+	ack := func(req Request, body []byte, fds ...int) {
+		t.Helper()
+		if r := cl.call(req, flagNeedReply, body, fds...); string(r) != string(u64(0)) {
+			t.Fatalf("%v failed: %x", req, r)
+		}
+	}
+	ack(ReqSetMemTable, memTable(memRegion{GPA: ramGPA, Size: ramSize, UserAddr: ramUA, MmapOffset: ramOff}), g.fd)
+	start := func(q uint32, base uint32) int {
+		ack(ReqSetVringNum, state(q, qSize))
+		ack(ReqSetVringBase, state(q, base))
+		// Both queues share the rings: the fake device only needs them valid.
+		ack(ReqSetVringAddr, vringAddrBody(q, ua(descGPA), ua(usedGPA), ua(availGPA)))
+		kfd := eventfd(t)
+		ack(ReqSetVringKick, u64(uint64(q)), kfd)
+		return kfd
+	}
+	start(0, 0)
+	start(1, 0)
+	if dev.acts != 1 {
+		t.Fatalf("%d activations once both queues started", dev.acts)
+	}
+	cl.call(ReqGetVringBase, 0, state(0, 0))
+	cl.call(ReqGetVringBase, 0, state(1, 0))
+	kfd := start(0, 0)
+	kick(t, kfd)
+	time.Sleep(50 * time.Millisecond)
+	if dev.activation() != nil || dev.resets != 0 || dev.resumes != 0 {
+		t.Fatalf("a kick with queue 1 still stopped: active %v, %d resets, %d resumes", dev.activation() != nil, dev.resets, dev.resumes)
+	}
+	start(1, 0)
+	if dev.resumes != 1 || dev.resets != 0 || dev.acts != 1 {
+		t.Fatalf("after queue 1 restarted: %d resumes, %d resets, %d activations", dev.resumes, dev.resets, dev.acts)
+	}
+}
