@@ -67,6 +67,9 @@ type launchInputs struct {
 	// of such nets ("" for the others); nil slices mean none does.
 	DriveVU []*os.File
 	NetVU   []string
+	// VsockVU and RngVU are QEMU's ends of the vhost-user sockets of the
+	// vsock device and of a rate-limited entropy device.
+	VsockVU, RngVU *os.File
 	// DriveSerials are the virtio-blk serials, one per drive ("" for none).
 	DriveSerials []string
 	// MACs are the guest MACs, one per net, with empty ones already filled.
@@ -133,8 +136,6 @@ func checkMachine(spec *hypervisor.Spec) error {
 		return fmt.Errorf("invalid machine: with SMT, vcpu_count must be 1 or even")
 	case spec.MemMiB == 0:
 		return fmt.Errorf("invalid machine: mem_size_mib is 0")
-	case spec.Vsock != nil:
-		return unsupported("vsock")
 	case len(spec.Pmems) > 0:
 		return unsupported("pmem devices")
 	case spec.MemoryHotplug != nil:
@@ -145,12 +146,10 @@ func checkMachine(spec *hypervisor.Spec) error {
 		return unsupported("PCI")
 	case spec.TrackDirtyPages:
 		return unsupported("dirty page tracking")
-	case spec.Entropy != nil && spec.Entropy.RateLimiter != nil:
-		return unsupported("entropy rate limiters")
 	case spec.HugePages == hypervisor.HugePagesTransparent && usesVhostUser(spec):
 		// vhost-user needs guest RAM in a shared memfd, where transparent
 		// huge pages depend on the host's shmem policy, not on QEMU.
-		return unsupported("transparent huge pages with MMDS or rate limiters")
+		return unsupported("transparent huge pages with vsock, MMDS or rate limiters")
 	case spec.Balloon != nil && spec.Balloon.FreePageHinting:
 		return unsupported("balloon free page hinting")
 	}
@@ -479,7 +478,41 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 		}
 	}
 
-	if spec.Entropy != nil {
+	if spec.Vsock != nil {
+		bus, err := nextBus()
+		if err != nil {
+			return nil, err
+		}
+		// ember's vsock device (Firecracker's Unix-socket protocol) serves
+		// RX and TX and the config space (guest_cid, read with GET_CONFIG);
+		// QEMU keeps the transport and the event queue. Firecracker's
+		// device has no indirect descriptors and no SEQPACKET.
+		p.add("-chardev", fmt.Sprintf("socket,id=vu-vsock,fd=%d", p.addFile(in.VsockVU)))
+		if err := p.addJSON("-device", map[string]any{
+			"driver": "vhost-user-vsock-device", "id": "vsock", "bus": bus, "chardev": "vu-vsock",
+			"seqpacket": "off", "indirect_desc": false, "queue_reset": false,
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	if goEntropy(spec.Entropy) {
+		bus, err := nextBus()
+		if err != nil {
+			return nil, err
+		}
+		// ember's entropy device with its rate limiter serves the queue.
+		// QEMU's vhost-user-rng passes the driver's features straight to
+		// the back-end, so the guest must be offered no more than
+		// Firecracker's VERSION_1.
+		p.add("-chardev", fmt.Sprintf("socket,id=vu-rng,fd=%d", p.addFile(in.RngVU)))
+		if err := p.addJSON("-device", map[string]any{
+			"driver": "vhost-user-rng", "id": "rng-dev", "bus": bus, "chardev": "vu-rng",
+			"indirect_desc": false, "event_idx": false, "queue_reset": false,
+		}); err != nil {
+			return nil, err
+		}
+	} else if spec.Entropy != nil {
 		bus, err := nextBus()
 		if err != nil {
 			return nil, err
@@ -510,8 +543,16 @@ func goDrive(d *hypervisor.Drive) bool { return d.RateLimiter != nil }
 // interface keeps QEMU's tap path.
 func goNet(n *hypervisor.Net) bool { return n.MMDS != nil || n.RxLimiter != nil || n.TxLimiter != nil }
 
+// goEntropy reports whether the entropy device runs on ember's model over
+// vhost-user: its rate limiter lives there.
+func goEntropy(e *hypervisor.Entropy) bool { return e != nil && e.RateLimiter != nil }
+
 // usesVhostUser reports whether any device of spec runs over vhost-user.
+// vsock always does: its host side is ember's.
 func usesVhostUser(spec *hypervisor.Spec) bool {
+	if spec.Vsock != nil || goEntropy(spec.Entropy) {
+		return true
+	}
 	for i := range spec.Drives {
 		if goDrive(&spec.Drives[i]) {
 			return true

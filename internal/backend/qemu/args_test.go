@@ -71,8 +71,8 @@ func fullSpec() *hypervisor.Spec {
 }
 
 // vhostUserSpec mixes devices on ember's models (a limited drive, an MMDS
-// interface, a limited interface) with devices on QEMU's own paths, over
-// 2 MiB huge pages.
+// interface, a limited interface, vsock, a limited entropy device) with
+// devices on QEMU's own paths, over 2 MiB huge pages.
 func vhostUserSpec() *hypervisor.Spec {
 	lim := &hypervisor.RateLimiter{Bandwidth: &hypervisor.TokenBucket{Size: 1 << 20, RefillTimeMs: 1000}}
 	return &hypervisor.Spec{
@@ -87,6 +87,8 @@ func vhostUserSpec() *hypervisor.Spec {
 			{ID: "eth1", TapName: "tap1", Tap: tapPlaceholder},
 			{ID: "eth2", TapName: "tap2", Tap: tapPlaceholder, MTU: 1400, TxLimiter: lim},
 		},
+		Vsock:   &hypervisor.Vsock{GuestCID: 3, UDSPath: "/run/v.sock"},
+		Entropy: &hypervisor.Entropy{RateLimiter: lim},
 	}
 }
 
@@ -95,6 +97,10 @@ func TestArgvGolden(t *testing.T) {
 	shared.HugePages = hypervisor.HugePagesNone
 	shared.Drives = shared.Drives[1:]
 	shared.Nets = nil
+	shared.Vsock, shared.Entropy = nil, nil
+	vsockOnly := minimalSpec()
+	vsockOnly.Vsock = &hypervisor.Vsock{GuestCID: 3, UDSPath: "/run/v.sock"}
+	vsockOnly.Entropy = &hypervisor.Entropy{}
 	thp := minimalSpec()
 	thp.HugePages = hypervisor.HugePagesTransparent
 	thp.VCPUs = 4
@@ -110,6 +116,7 @@ func TestArgvGolden(t *testing.T) {
 		{"full-tcg", fullSpec(), accelTCG, 3000000},
 		{"vhost-user-hugepages-tcg", vhostUserSpec(), accelTCG, 0},
 		{"vhost-user-drive-kvm", shared, accelKVM, 0},
+		{"vsock-kvm", vsockOnly, accelKVM, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,7 +282,14 @@ func TestCheckSpec(t *testing.T) {
 		mut         func(*hypervisor.Spec)
 		unsupported bool
 	}{
-		{"vsock", func(s *hypervisor.Spec) { s.Vsock = &hypervisor.Vsock{GuestCID: 3, UDSPath: "/v.sock"} }, true},
+		{"vsock with thp", func(s *hypervisor.Spec) {
+			s.HugePages = hypervisor.HugePagesTransparent
+			s.Vsock = &hypervisor.Vsock{GuestCID: 3, UDSPath: "/v.sock"}
+		}, true},
+		{"rng limiter with thp", func(s *hypervisor.Spec) {
+			s.HugePages = hypervisor.HugePagesTransparent
+			s.Entropy = &hypervisor.Entropy{RateLimiter: &hypervisor.RateLimiter{}}
+		}, true},
 		{"pmem", func(s *hypervisor.Spec) { s.Pmems = []hypervisor.Pmem{{ID: "p", PathOnHost: "/p"}} }, true},
 		{"hotplug", func(s *hypervisor.Spec) { s.MemoryHotplug = &hypervisor.MemoryHotplug{TotalSizeMiB: 1024} }, true},
 		{"pci", func(s *hypervisor.Spec) { s.PCI = true }, true},
@@ -294,7 +308,6 @@ func TestCheckSpec(t *testing.T) {
 		{"mmds without tap", func(s *hypervisor.Spec) {
 			s.Nets = []hypervisor.Net{{ID: "n", MMDS: &hypervisor.MMDS{Version: "V2"}}}
 		}, false},
-		{"rng limiter", func(s *hypervisor.Spec) { s.Entropy = &hypervisor.Entropy{RateLimiter: &hypervisor.RateLimiter{}} }, true},
 		{"hinting", func(s *hypervisor.Spec) { s.Balloon = &hypervisor.Balloon{FreePageHinting: true} }, true},
 		{"no vcpus", func(s *hypervisor.Spec) { s.VCPUs = 0 }, false},
 		{"no memory", func(s *hypervisor.Spec) { s.MemMiB = 0 }, false},
@@ -458,10 +471,11 @@ func TestRegistered(t *testing.T) {
 		t.Fatal("qemu backend not registered")
 	}
 	c := b.Capabilities()
-	if c.Vsock || c.Snapshot || c.EntropyRateLimiter || c.Pmem || c.MemoryHotplug {
+	if c.Pmem || c.MemoryHotplug {
 		t.Errorf("claims what it does not do: %+v", c)
 	}
-	if !c.Balloon || !c.SendCtrlAltDel || !c.DrivePathUpdate || !c.Entropy || !c.MMDS || !c.NetRateLimiter || !c.BlockRateLimiter {
+	if !c.Balloon || !c.SendCtrlAltDel || !c.DrivePathUpdate || !c.Entropy || !c.MMDS || !c.NetRateLimiter || !c.BlockRateLimiter ||
+		!c.Vsock || !c.EntropyRateLimiter {
 		t.Errorf("hides what it does: %+v", c)
 	}
 }

@@ -42,25 +42,26 @@ func (*Backend) Available(options map[string]string) error {
 // Capabilities reports what QEMU's microvm gives ember today. QEMU 7.2
 // attaches virtio-pmem and virtio-mem only through PCI (on virtio-mmio
 // they realize but are never mapped into guest memory), so pmem and memory
-// hotplug are absent; vsock (Firecracker's Unix-socket protocol), entropy
-// rate limiters and snapshots are not implemented yet. MMDS and drive and
-// interface rate limiters run in ember's own device models, served to
-// QEMU over vhost-user.
+// hotplug are absent. Vsock (Firecracker's Unix-socket protocol), MMDS
+// and the drive, interface and entropy rate limiters run in ember's own
+// device models, served to QEMU over vhost-user.
 func (*Backend) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{
-		Balloon:           true,
-		BalloonStats:      true,
-		FreePageReporting: true,
-		Entropy:           true,
-		HugePages:         true,
-		AsyncIO:           true,
-		DrivePathUpdate:   true,
-		SendCtrlAltDel:    true,
-		MMDS:              true,
-		NetRateLimiter:    true,
-		BlockRateLimiter:  true,
-		Snapshot:          snapshotsSupported,
-		DiffSnapshot:      snapshotsSupported,
+		Balloon:            true,
+		BalloonStats:       true,
+		FreePageReporting:  true,
+		Entropy:            true,
+		HugePages:          true,
+		AsyncIO:            true,
+		DrivePathUpdate:    true,
+		SendCtrlAltDel:     true,
+		MMDS:               true,
+		NetRateLimiter:     true,
+		BlockRateLimiter:   true,
+		Vsock:              true,
+		EntropyRateLimiter: true,
+		Snapshot:           snapshotsSupported,
+		DiffSnapshot:       snapshotsSupported,
 	}
 }
 
@@ -211,7 +212,7 @@ func (b *Backend) launch(ctx context.Context, spec *hypervisor.Spec, env hypervi
 			gd.close()
 		}
 	}()
-	in.DriveVU, in.NetVU = gd.frontEnds()
+	in.DriveVU, in.NetVU, in.VsockVU, in.RngVU = gd.frontEnds()
 	qmpOurs, qmpTheirs, err := socketPair("qmp")
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ func FuzzBuildPlan(f *testing.F) {
 	f.Add([]byte{2, 1, 0x1f, 2, 2, 0xff, 0}, "/images/vmlinux", "/images/initrd", "console=ttyS0 -- init", "/disk,x=y", "rootfs", "1234", "06:00:00:00:00:01", uint64(3000000))
 	f.Add([]byte{1, 0, 0, 1, 0, 0}, "k", "", "", `a"},{"driver":"x`, "id", "", "", uint64(0))
 	f.Add([]byte{33, 0xff, 0xff, 9, 9}, "k\x00", "i\n", "a\x00b\nc", "p,file.driver=ssh,,", "x=y,z", "s\"}", "m,n", uint64(1))
+	f.Add([]byte{2, 1, 0x14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3}, "/k", "", "console=ttyS0", "/v\",x", "id", "", "", uint64(0))
 	f.Fuzz(func(t *testing.T, shape []byte, kernel, initrd, cmdline, path, id, serial, mac string, tsc uint64) {
 		spec, in := specFrom(shape, kernel, initrd, cmdline, path, id, serial, mac, tsc)
 		p, err := buildPlan(spec, in)
@@ -62,6 +63,17 @@ func specFrom(shape []byte, kernel, initrd, cmdline, path, id, serial, mac strin
 	}
 	if flags&16 != 0 {
 		spec.Entropy = &hypervisor.Entropy{}
+	}
+	// ember's own devices over vhost-user (their sockets are descriptors;
+	// uds_path is the device's and never reaches QEMU).
+	if vf := byteAt(shape, 15); vf&1 != 0 {
+		spec.Vsock = &hypervisor.Vsock{GuestCID: 3, UDSPath: "/run/ember-vsock-" + path}
+	}
+	if vf := byteAt(shape, 15); vf&2 != 0 {
+		if spec.Entropy == nil {
+			spec.Entropy = &hypervisor.Entropy{}
+		}
+		spec.Entropy.RateLimiter = &hypervisor.RateLimiter{Ops: &hypervisor.TokenBucket{Size: 1, RefillTimeMs: 1}}
 	}
 	in := launchInputs{Accel: []accel{accelTCG, accelKVM, accelHVF}[int(byteAt(shape, 6))%3], TSCkHz: tsc}
 	for i := 0; i < int(byteAt(shape, 3))%4; i++ {
@@ -101,7 +113,7 @@ var plainValue = map[string]*regexp.Regexp{
 	"-m":       regexp.MustCompile(`^\d+M$`),
 	"-global":  regexp.MustCompile(`^virtio-mmio\.force-legacy=false$`),
 	"-action":  regexp.MustCompile(`^reboot=shutdown,shutdown=pause$`),
-	"-chardev": regexp.MustCompile(`^socket,id=(qmp|console),fd=\d+$`),
+	"-chardev": regexp.MustCompile(`^socket,id=(qmp|console|vu-vsock|vu-rng),fd=\d+$`),
 	"-mon":     regexp.MustCompile(`^chardev=qmp,mode=control$`),
 	"-kernel":  regexp.MustCompile(`^/dev/fd/\d+$`),
 	"-initrd":  regexp.MustCompile(`^/dev/fd/\d+$`),
@@ -118,13 +130,15 @@ var jsonKeys = map[string][]string{
 	"virtio-blk-device":     {"driver", "id", "bus", "drive", "write-cache", "num-queues", "discard", "write-zeroes", "config-wce", "indirect_desc", "werror", "rerror", "serial"},
 	"virtio-net-device": {"driver", "id", "bus", "netdev", "mac", "ctrl_vq", "ctrl_rx", "ctrl_vlan", "ctrl_rx_extra", "ctrl_mac_addr",
 		"ctrl_guest_offloads", "guest_announce", "mq", "status", "gso", "guest_ecn", "host_ecn", "indirect_desc", "host_mtu"},
-	"virtio-rng-device":    {"driver", "id", "bus", "rng", "indirect_desc", "event_idx"},
-	"raw":                  {"driver", "node-name", "file", "read-only", "cache"},
-	"file":                 {"driver", "node-name", "filename", "aio", "read-only", "cache", "locking"},
-	"tap":                  {"type", "id", "fd", "vhost"},
-	"rng-random":           {"qom-type", "id", "filename"},
-	"memory-backend-memfd": {"qom-type", "id", "size", "hugetlb", "hugetlbsize"},
-	"memory-backend-ram":   {"qom-type", "id", "size"},
+	"virtio-rng-device":       {"driver", "id", "bus", "rng", "indirect_desc", "event_idx"},
+	"vhost-user-vsock-device": {"driver", "id", "bus", "chardev", "seqpacket", "indirect_desc", "queue_reset"},
+	"vhost-user-rng":          {"driver", "id", "bus", "chardev", "indirect_desc", "event_idx", "queue_reset"},
+	"raw":                     {"driver", "node-name", "file", "read-only", "cache"},
+	"file":                    {"driver", "node-name", "filename", "aio", "read-only", "cache", "locking"},
+	"tap":                     {"type", "id", "fd", "vhost"},
+	"rng-random":              {"qom-type", "id", "filename"},
+	"memory-backend-memfd":    {"qom-type", "id", "size", "share", "hugetlb", "hugetlbsize"},
+	"memory-backend-ram":      {"qom-type", "id", "size"},
 }
 
 // asJSON is how encoding/json (and so QEMU) reads back a Go string: each
@@ -174,6 +188,14 @@ func checkPlan(t *testing.T, spec *hypervisor.Spec, in launchInputs, p *plan) {
 	}
 	if spec.Entropy != nil {
 		wantDevices++
+	}
+	if spec.Vsock != nil {
+		wantDevices++
+		for _, a := range p.args {
+			if strings.Contains(a, spec.Vsock.UDSPath) {
+				t.Fatalf("vsock uds_path reached QEMU in %q", a)
+			}
+		}
 	}
 	if counts["-device"] != wantDevices || counts["-blockdev"] != len(spec.Drives) || counts["-netdev"] != len(spec.Nets) {
 		t.Fatalf("option counts %v for %d drives, %d nets", counts, len(spec.Drives), len(spec.Nets))

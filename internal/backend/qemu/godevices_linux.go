@@ -23,16 +23,26 @@ import (
 	"github.com/ember-vmm/ember/internal/virtio"
 	"github.com/ember-vmm/ember/internal/virtio/blk"
 	"github.com/ember-vmm/ember/internal/virtio/net"
+	"github.com/ember-vmm/ember/internal/virtio/rng"
+	"github.com/ember-vmm/ember/internal/virtio/vsock"
 	"github.com/ember-vmm/ember/internal/vmconfig"
 )
 
 // goDevices are the devices of one VM that run in ember (the same models
 // as the kvm backend's) and reach QEMU over vhost-user: drives with a rate
-// limiter and interfaces with MMDS or a rate limiter.
+// limiter, interfaces with MMDS or a rate limiter, the vsock device and an
+// entropy device with a rate limiter.
 type goDevices struct {
 	log    logger.Log
 	drives map[string]*goDriveDev
 	nets   map[string]*goNetDev
+	// vsock is the device the controller bound at PUT /vsock (it owns
+	// it); nil without vsock.
+	vsock *vsock.Device
+	rng   *rng.Device // nil unless the entropy device is rate limited
+	// vsockVU and rngVU are QEMU's socket ends for those two, like
+	// driveVU.
+	vsockVU, rngVU *os.File
 	// driveVU are QEMU's socket ends, indexed like the spec's drives (nil
 	// where QEMU runs the device itself); they are closed once QEMU holds
 	// its copies.
@@ -168,6 +178,37 @@ func startGoDevices(spec *hypervisor.Spec, env hypervisor.Env, macs []string) (*
 		g.netVU[i] = path
 		pending = append(pending, pendingServe{what: "interface " + n.ID, ln: ln, dev: dev})
 	}
+	if v := spec.Vsock; v != nil {
+		dev, ok := v.Device.(*vsock.Device)
+		if !ok {
+			return fail(fmt.Errorf("qemu: the vsock device at %s was not bound by PUT /vsock", v.UDSPath))
+		}
+		// The controller owns the device: its socket exists before boot
+		// and outlives the machine. Serve resets it when QEMU goes, and
+		// so does close, before guest RAM is unmapped. QEMU keeps the
+		// event queue, so the TRANSPORT_RESET Firecracker sends before a
+		// snapshot would be QEMU's to send (Go devices on qemu have no
+		// snapshots yet).
+		g.vsock = dev
+		g.closers = append(g.closers, dev.Reset)
+		conn, theirs, err := vhostuser.SocketPair()
+		if err != nil {
+			return fail(err)
+		}
+		g.vsockVU = theirs
+		pending = append(pending, pendingServe{what: "vsock", conn: conn, dev: dev.WithoutEventQueue(), noStatus: true})
+	}
+	if e := spec.Entropy; goEntropy(e) {
+		dev := rng.New(rng.Config{Limiter: limiter(e.RateLimiter), Log: env.Log})
+		g.rng = dev
+		g.closers = append(g.closers, dev.Close)
+		conn, theirs, err := vhostuser.SocketPair()
+		if err != nil {
+			return fail(err)
+		}
+		g.rngVU = theirs
+		pending = append(pending, pendingServe{what: "entropy device", conn: conn, dev: dev, noStatus: true})
+	}
 	for _, p := range pending {
 		g.serving.Add(1)
 		go func() {
@@ -184,7 +225,7 @@ func startGoDevices(spec *hypervisor.Spec, env hypervisor.Env, macs []string) (*
 			}
 			// Serve returns nil when QEMU hangs up, as it does when it
 			// exits; anything else is a protocol failure worth a line.
-			if err := vhostuser.Serve(ctx, conn, p.dev, vhostuser.Options{Log: env.Log}); err != nil && ctx.Err() == nil {
+			if err := vhostuser.Serve(ctx, conn, p.dev, vhostuser.Options{Log: env.Log, NoStatus: p.noStatus}); err != nil && ctx.Err() == nil {
 				g.log.Errorf("vhost-user server of %s ended: %v", p.what, err)
 			}
 		}()
@@ -199,6 +240,9 @@ type pendingServe struct {
 	conn *gonet.UnixConn
 	ln   *gonet.UnixListener
 	dev  virtio.Device
+	// noStatus: QEMU 7.2's vhost-user-vsock-device and vhost-user-rng
+	// negotiate STATUS but never set DRIVER_OK.
+	noStatus bool
 }
 
 // listen creates a listening socket named for name in the private socket
@@ -291,11 +335,11 @@ func (g *goDevices) wakeForMMDS(stack *mmdsnet.Stack, dev *net.Device) {
 }
 
 // frontEnds returns QEMU's socket ends, for the launch inputs.
-func (g *goDevices) frontEnds() (drives []*os.File, nets []string) {
+func (g *goDevices) frontEnds() (drives []*os.File, nets []string, vsock, rng *os.File) {
 	if g == nil {
-		return nil, nil
+		return nil, nil, nil, nil
 	}
-	return g.driveVU, g.netVU
+	return g.driveVU, g.netVU, g.vsockVU, g.rngVU
 }
 
 // releaseFrontEnds closes ember's copies of QEMU's socket ends, once QEMU
@@ -309,6 +353,12 @@ func (g *goDevices) releaseFrontEnds() {
 		if f != nil {
 			f.Close()
 			g.driveVU[i] = nil
+		}
+	}
+	for _, f := range []**os.File{&g.vsockVU, &g.rngVU} {
+		if *f != nil {
+			(*f).Close()
+			*f = nil
 		}
 	}
 }
@@ -382,5 +432,10 @@ func (g *goDevices) stats(st *hypervisor.DeviceStats) {
 		st.Net[id] = hypervisor.NetStats{
 			RxBytes: s.RxBytes, RxPackets: s.RxPackets, TxBytes: s.TxBytes, TxPackets: s.TxPackets,
 		}
+	}
+	if g.vsock != nil {
+		// The device's counters are the contract's field for field.
+		v := hypervisor.VsockStats(g.vsock.Metrics())
+		st.Vsock = &v
 	}
 }

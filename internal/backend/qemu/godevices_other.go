@@ -14,12 +14,14 @@ type goDevices struct{}
 
 func startGoDevices(spec *hypervisor.Spec, _ hypervisor.Env, _ []string) (*goDevices, error) {
 	if usesVhostUser(spec) {
-		return nil, hypervisor.Unsupported(Name, "MMDS and rate limiters on this operating system")
+		return nil, hypervisor.Unsupported(Name, "vsock, MMDS and rate limiters on this operating system")
 	}
 	return nil, nil
 }
 
-func (*goDevices) frontEnds() (drives []*os.File, nets []string)               { return nil, nil }
+func (*goDevices) frontEnds() (drives []*os.File, nets []string, vsock, rng *os.File) {
+	return nil, nil, nil, nil
+}
 func (*goDevices) releaseFrontEnds()                                           {}
 func (*goDevices) close()                                                      {}
 func (*goDevices) updateDrive(string, string) (bool, error)                    { return false, nil }
