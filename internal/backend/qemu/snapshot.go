@@ -98,6 +98,8 @@ func (s *snapState) close() {
 type snapRAM struct {
 	fd   *os.File
 	size uint64
+	// hugetlb: in 2 MiB huge pages (which take no write(2)).
+	hugetlb bool
 	// filled is how long a restore's copy from the memory file took.
 	filled time.Duration
 }

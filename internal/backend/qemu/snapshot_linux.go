@@ -41,7 +41,7 @@ func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating guest memory: %w", err)
 	}
-	r := &snapRAM{fd: os.NewFile(uintptr(fd), "guest-ram"), size: size}
+	r := &snapRAM{fd: os.NewFile(uintptr(fd), "guest-ram"), size: size, hugetlb: flags&unix.MFD_HUGETLB != 0}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		r.close()
 		return nil, fmt.Errorf("sizing guest memory (%d MiB): %w", spec.MemMiB, err)
@@ -76,11 +76,24 @@ func (r *snapRAM) fill(path string) error {
 	if !fi.Mode().IsRegular() || uint64(fi.Size()) != r.size {
 		return fmt.Errorf("the memory file %s holds %d bytes; the snapshot's guest has %d", path, fi.Size(), r.size)
 	}
-	mem, err := unix.Mmap(int(r.fd.Fd()), 0, int(r.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("mapping guest memory: %w", err)
+	// Pages go in with pwrite: faulting them in through a mapping costs
+	// a trap per page, which under nested paging is most of the copy.
+	// hugetlbfs has no write, so huge pages are filled through a mapping.
+	store := func(off uint64, b []byte) error {
+		_, err := r.fd.WriteAt(b, int64(off))
+		return err
 	}
-	defer unix.Munmap(mem)
+	if r.hugetlb {
+		mem, err := unix.Mmap(int(r.fd.Fd()), 0, int(r.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("mapping guest memory: %w", err)
+		}
+		defer unix.Munmap(mem)
+		store = func(off uint64, b []byte) error {
+			copy(mem[off:], b)
+			return nil
+		}
+	}
 	buf := make([]byte, fillChunk)
 	err = dataExtents(f, r.size, func(start, end uint64) error {
 		for off := start; off < end; {
@@ -88,11 +101,20 @@ func (r *snapRAM) fill(path string) error {
 			if _, err := f.ReadAt(buf[:n], int64(off)); err != nil && !(errors.Is(err, io.EOF) && off+n == r.size) {
 				return fmt.Errorf("reading the memory file %s: %s", path, syserr.Display(err))
 			}
-			for p := uint64(0); p < n; p += snapshot.PageSize {
-				page := buf[p:min(p+snapshot.PageSize, n)]
-				if !isZero(page) {
-					copy(mem[off+p:], page)
+			// Runs of non-zero pages are stored; zero pages stay holes.
+			for p := uint64(0); p < n; {
+				q := p
+				for q < n && !isZero(buf[q:min(q+snapshot.PageSize, n)]) {
+					q += snapshot.PageSize
 				}
+				if q > p {
+					if err := store(off+p, buf[p:min(q, n)]); err != nil {
+						return fmt.Errorf("filling guest memory: %w", err)
+					}
+					p = q
+					continue
+				}
+				p += snapshot.PageSize
 			}
 			off += n
 		}

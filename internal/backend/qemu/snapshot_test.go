@@ -26,6 +26,11 @@ const markerScript = `echo "m$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n
 (i=0; while :; do i=$((i+1)); [ $i = ` + lateTick + ` ] && echo "m$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')" > /tmp/m2
 echo "EMBER-GUEST: count $i $(cat /tmp/m1) $(cat /tmp/m2 2>/dev/null)"; sleep 0.1; done) </dev/null &`
 
+// snapBootTimeout bounds a boot to the guest's counter. The snapshot
+// tests run one at a time (each starts several emulated guests, and a
+// loaded 2-core host boots one in up to half a minute), with room to spare.
+const snapBootTimeout = 2 * bootTimeout
+
 // lateTick is when the guest writes its second marker.
 const lateTick = "50"
 
@@ -156,10 +161,9 @@ func snapSpec(t *testing.T) *hypervisor.Spec {
 // TestSnapshotRestore saves a running guest, resumes it, and restores the
 // snapshot into a new QEMU: both go on counting with the same RAM.
 func TestSnapshotRestore(t *testing.T) {
-	t.Parallel()
 	spec := snapSpec(t)
 	v := create(t, spec)
-	v.waitCount(t, 5, bootTimeout)
+	v.waitCount(t, 5, snapBootTimeout)
 	dir := t.TempDir()
 	state, mem := filepath.Join(dir, "vm.snap"), filepath.Join(dir, "vm.mem")
 	saved := v.save(t, state, mem, false)
@@ -196,9 +200,8 @@ func TestSnapshotRestore(t *testing.T) {
 // TestSnapshotClones restores one snapshot into three VMs at once; the
 // memory file is never written.
 func TestSnapshotClones(t *testing.T) {
-	t.Parallel()
 	v := create(t, snapSpec(t))
-	v.waitCount(t, 5, bootTimeout)
+	v.waitCount(t, 5, snapBootTimeout)
 	dir := t.TempDir()
 	state, mem := filepath.Join(dir, "vm.snap"), filepath.Join(dir, "vm.mem")
 	saved := v.save(t, state, mem, false)
@@ -229,9 +232,8 @@ func TestSnapshotClones(t *testing.T) {
 // the result: RAM the guest wrote after the base (its second marker) is
 // there, and so is RAM from before it.
 func TestSnapshotDiff(t *testing.T) {
-	t.Parallel()
 	v := create(t, snapSpec(t))
-	v.waitCount(t, 5, bootTimeout)
+	v.waitCount(t, 5, snapBootTimeout)
 	dir := t.TempDir()
 	base, diff := filepath.Join(dir, "base.snap"), filepath.Join(dir, "diff.snap")
 	mem := filepath.Join(dir, "vm.mem")
@@ -260,7 +262,6 @@ func TestSnapshotDiff(t *testing.T) {
 // TestSnapshotRefusals: what cannot be saved says why, and a failed save
 // leaves no memory file.
 func TestSnapshotRefusals(t *testing.T) {
-	t.Parallel()
 	spec := snapSpec(t)
 	spec.HugePages = hypervisor.HugePagesTransparent
 	if thpMode() == "never" {
@@ -273,7 +274,7 @@ func TestSnapshotRefusals(t *testing.T) {
 	}
 
 	v2 := create(t, snapSpec(t))
-	v2.waitCount(t, 2, bootTimeout)
+	v2.waitCount(t, 2, snapBootTimeout)
 	ctx := ctxT(t)
 	snap := v2.Machine.(hypervisor.Snapshotter)
 	if err := snap.SaveSnapshot(ctx, hypervisor.SaveRequest{MemPath: filepath.Join(t.TempDir(), "m")}, &snapshot.File{}); err == nil || !strings.Contains(err.Error(), "pause") {
@@ -299,9 +300,8 @@ func TestSnapshotRefusals(t *testing.T) {
 // TestRestoreRefusals: a memory file that does not fit, a missing one and
 // a spec that does not match fail cleanly, leaving no QEMU behind.
 func TestRestoreRefusals(t *testing.T) {
-	t.Parallel()
 	v := create(t, snapSpec(t))
-	v.waitCount(t, 2, bootTimeout)
+	v.waitCount(t, 2, snapBootTimeout)
 	dir := t.TempDir()
 	state, mem := filepath.Join(dir, "vm.snap"), filepath.Join(dir, "vm.mem")
 	v.save(t, state, mem, false)
@@ -352,5 +352,30 @@ func TestRestoreRefusals(t *testing.T) {
 				t.Errorf("error %q lacks %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSnapshotHugePages2M saves a guest on 2 MiB huge pages and restores
+// it onto huge pages again, if the host has free ones for two guests.
+func TestSnapshotHugePages2M(t *testing.T) {
+	requireQEMU(t)
+	spec := snapSpec(t)
+	spec.HugePages = hypervisor.HugePages2M
+	if free, err := hugePagesFree(); err != nil || free < spec.MemMiB {
+		t.Skipf("SKIPPING: the host has %d free 2 MiB huge pages, the test needs %d (%v)", free, spec.MemMiB, err)
+	}
+	v := create(t, spec)
+	v.waitCount(t, 5, snapBootTimeout)
+	dir := t.TempDir()
+	state, mem := filepath.Join(dir, "vm.snap"), filepath.Join(dir, "vm.mem")
+	saved := v.save(t, state, mem, false)
+	v.Close()
+	spec2 := snapSpec(t)
+	spec2.HugePages = hypervisor.HugePages2M
+	r := restore(t, spec2, state, mem)
+	checkContinues(t, r, saved)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", r.pid()))
+	if err == nil && !regexp.MustCompile(`(Shared|Private)_Hugetlb:\s+[1-9]`).Match(b) {
+		t.Errorf("restored guest RAM is not on huge pages:\n%s", b)
 	}
 }
