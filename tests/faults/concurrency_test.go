@@ -312,6 +312,7 @@ func TestConcurrentClients(t *testing.T) {
 	t0 = time.Now()
 	// Each client asks until ember is gone or its own request fails.
 	ops4 := hammerUntil(e.sock, clients, 300, e.exited, func(_, _ int, r *rand.Rand) op { return get(r) })
+	<-cadDone
 	for _, o := range ops4 {
 		if o.err == nil {
 			if !o.full && o.status != 200 {
@@ -328,7 +329,6 @@ func TestConcurrentClients(t *testing.T) {
 			fail("hang: %v", o)
 		}
 	}
-	<-cadDone
 	if cad.status != 204 {
 		fail("Ctrl-Alt-Del: %v", &cad)
 	}

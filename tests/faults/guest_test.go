@@ -275,6 +275,7 @@ func TestDiskFullSnapshot(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(faultMessage(body), "No space left on device") {
 		t.Errorf("snapshot on a full file system: %d %s, want 400 naming ENOSPC", code, body)
 	}
+	t.Logf("snapshot on a full file system: %d %s", code, body)
 	ents, _ := os.ReadDir(full)
 	for _, ent := range ents {
 		p := filepath.Join(full, ent.Name())
