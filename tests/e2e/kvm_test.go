@@ -46,6 +46,7 @@ var kvmTests = []struct {
 	{"HugePages2M", kvmHugePages2M},
 	{"MMDS", testMMDS},
 	{"DriveRateLimiter", testDriveRateLimiter},
+	{"NetRateLimiter", testNetRateLimiter},
 	{"Vsock", testVsock},
 	{"SnapshotRestore", testSnapshotRestore},
 	{"SnapshotClones", testSnapshotClones},
