@@ -65,20 +65,18 @@ type Options struct {
 	// QueueNum is GET_QUEUE_NUM's answer (queue pairs for net devices);
 	// 0 means the device's number of queues.
 	QueueNum uint64
-	// NoStatus withholds the STATUS protocol feature, so the device runs
-	// once its queues start or at the first kick. QEMU 7.2's
-	// vhost-user-vsock-device and vhost-user-rng negotiate STATUS but
-	// never set DRIVER_OK (they only send FEATURES_OK), which would leave
-	// the device waiting forever.
-	NoStatus bool
+	// Withhold are protocol features (1<<ProtoStatus, ...) not to offer.
+	// QEMU 7.2's vhost-user-vsock-device and vhost-user-rng negotiate
+	// STATUS but never set DRIVER_OK (they only send FEATURES_OK), which
+	// would leave the device waiting forever: without STATUS it runs once
+	// its queues start or at the first kick. A device without a config
+	// space need not offer CONFIG (QEMU warns about it on vhost-user-rng).
+	Withhold uint64
 }
 
 // protocolOffered is GET_PROTOCOL_FEATURES' answer.
 func (s *Server) protocolOffered() uint64 {
-	if s.opts.NoStatus {
-		return offeredProtocol &^ (1 << ProtoStatus)
-	}
-	return offeredProtocol
+	return offeredProtocol &^ s.opts.Withhold
 }
 
 // ring is the front-end's configuration of one queue.

@@ -791,11 +791,11 @@ func TestSuspender(t *testing.T) {
 	}
 }
 
-// TestNoStatus: with NoStatus the STATUS protocol feature is neither
-// offered nor accepted, and the device runs once its queues start.
-func TestNoStatus(t *testing.T) {
+// TestWithhold: a withheld protocol feature is neither offered nor
+// accepted.
+func TestWithhold(t *testing.T) {
 	dev := newFakeDevice(1)
-	cl := startServerOpts(t, dev, Options{NoStatus: true})
+	cl := startServerOpts(t, dev, Options{Withhold: 1 << ProtoStatus})
 	p := cl.u64(ReqGetProtocolFeatures)
 	if p&(1<<ProtoStatus) != 0 || p&(1<<ProtoConfig) == 0 {
 		t.Fatalf("GET_PROTOCOL_FEATURES = %#x, want CONFIG without STATUS", p)

@@ -196,7 +196,8 @@ func startGoDevices(spec *hypervisor.Spec, env hypervisor.Env, macs []string) (*
 			return fail(err)
 		}
 		g.vsockVU = theirs
-		pending = append(pending, pendingServe{what: "vsock", conn: conn, dev: dev.WithoutEventQueue(), noStatus: true})
+		pending = append(pending, pendingServe{what: "vsock", conn: conn, dev: dev.WithoutEventQueue(),
+			withhold: 1 << vhostuser.ProtoStatus})
 	}
 	if e := spec.Entropy; goEntropy(e) {
 		dev := rng.New(rng.Config{Limiter: limiter(e.RateLimiter), Log: env.Log})
@@ -207,7 +208,8 @@ func startGoDevices(spec *hypervisor.Spec, env hypervisor.Env, macs []string) (*
 			return fail(err)
 		}
 		g.rngVU = theirs
-		pending = append(pending, pendingServe{what: "entropy device", conn: conn, dev: dev, noStatus: true})
+		pending = append(pending, pendingServe{what: "entropy device", conn: conn, dev: dev,
+			withhold: 1<<vhostuser.ProtoStatus | 1<<vhostuser.ProtoConfig})
 	}
 	for _, p := range pending {
 		g.serving.Add(1)
@@ -225,7 +227,7 @@ func startGoDevices(spec *hypervisor.Spec, env hypervisor.Env, macs []string) (*
 			}
 			// Serve returns nil when QEMU hangs up, as it does when it
 			// exits; anything else is a protocol failure worth a line.
-			if err := vhostuser.Serve(ctx, conn, p.dev, vhostuser.Options{Log: env.Log, NoStatus: p.noStatus}); err != nil && ctx.Err() == nil {
+			if err := vhostuser.Serve(ctx, conn, p.dev, vhostuser.Options{Log: env.Log, Withhold: p.withhold}); err != nil && ctx.Err() == nil {
 				g.log.Errorf("vhost-user server of %s ended: %v", p.what, err)
 			}
 		}()
@@ -240,9 +242,10 @@ type pendingServe struct {
 	conn *gonet.UnixConn
 	ln   *gonet.UnixListener
 	dev  virtio.Device
-	// noStatus: QEMU 7.2's vhost-user-vsock-device and vhost-user-rng
-	// negotiate STATUS but never set DRIVER_OK.
-	noStatus bool
+	// withhold are protocol features not to offer: QEMU 7.2's
+	// vhost-user-vsock-device and vhost-user-rng negotiate STATUS but
+	// never set DRIVER_OK, and the entropy device has no config space.
+	withhold uint64
 }
 
 // listen creates a listening socket named for name in the private socket
