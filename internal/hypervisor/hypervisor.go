@@ -323,6 +323,9 @@ type BlockStats struct {
 // what the guest received.
 type NetStats struct {
 	RxBytes, RxPackets, TxBytes, TxPackets uint64
+	// RxThrottled and TxThrottled count frames a rate limiter held back;
+	// RxLimiterEvents and TxLimiterEvents the limiter waits that ended.
+	RxThrottled, TxThrottled, RxLimiterEvents, TxLimiterEvents uint64
 }
 
 // UnavailableError says why a backend cannot run on this host. It matches

@@ -573,6 +573,10 @@ func (c *Controller) collectDeviceStats() {
 		m.TxBytesCount.Add(delta(n.TxBytes, p.TxBytes))
 		m.TxPacketsCount.Add(delta(n.TxPackets, p.TxPackets))
 		m.TxCount.Add(delta(n.TxPackets, p.TxPackets))
+		m.RxRateLimiterThrottled.Add(delta(n.RxThrottled, p.RxThrottled))
+		m.TxRateLimiterThrottled.Add(delta(n.TxThrottled, p.TxThrottled))
+		m.RxEventRateLimiterCount.Add(delta(n.RxLimiterEvents, p.RxLimiterEvents))
+		m.TxRateLimiterEventCount.Add(delta(n.TxLimiterEvents, p.TxLimiterEvents))
 	}
 	if v := st.Vsock; v != nil {
 		var p hypervisor.VsockStats

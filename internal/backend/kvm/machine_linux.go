@@ -521,6 +521,8 @@ func (m *machine) DeviceStats(context.Context) (hypervisor.DeviceStats, error) {
 		s := n.dev.Stats()
 		st.Net[n.id] = hypervisor.NetStats{
 			RxBytes: s.RxBytes, RxPackets: s.RxPackets, TxBytes: s.TxBytes, TxPackets: s.TxPackets,
+			RxThrottled: s.RxThrottled, TxThrottled: s.TxThrottled,
+			RxLimiterEvents: s.RxLimiterEvents, TxLimiterEvents: s.TxLimiterEvents,
 		}
 	}
 	if m.vsock != nil {

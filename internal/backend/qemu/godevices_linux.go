@@ -434,6 +434,8 @@ func (g *goDevices) stats(st *hypervisor.DeviceStats) {
 		s := n.dev.Stats()
 		st.Net[id] = hypervisor.NetStats{
 			RxBytes: s.RxBytes, RxPackets: s.RxPackets, TxBytes: s.TxBytes, TxPackets: s.TxPackets,
+			RxThrottled: s.RxThrottled, TxThrottled: s.TxThrottled,
+			RxLimiterEvents: s.RxLimiterEvents, TxLimiterEvents: s.TxLimiterEvents,
 		}
 	}
 	if g.vsock != nil {
