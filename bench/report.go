@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -374,19 +375,20 @@ func (rep *report) write(rows []row) error {
 	return os.WriteFile(rep.cfg.docPath, []byte(keepSections(string(prev), b.String())), 0o644)
 }
 
-// keptSections name the parts of docs/benchmarks.md that other tools
-// write, each between "<!-- name:begin -->" and "<!-- name:end -->" (the
-// kvm backend's benchmark runs inside an L1 VM from the e2e suite). A
-// rewrite carries them over rather than wiping them.
-var keptSections = []string{"kvm-bench"}
+// sectionBegin matches the start of a part of docs/benchmarks.md another
+// tool writes, between "<!-- name:begin -->" and "<!-- name:end -->" (the
+// benchmarks that run from the e2e suite: kvm in L1, snapshots, network,
+// vsock). A rewrite carries every such part over rather than wiping it.
+var sectionBegin = regexp.MustCompile(`<!-- ([a-z0-9-]+):begin -->`)
 
-// keepSections returns fresh with every kept section of prev that fresh
-// lacks appended at its end, byte for byte.
+// keepSections returns fresh with every marked section of prev that fresh
+// lacks appended at its end, byte for byte, in prev's order.
 func keepSections(prev, fresh string) string {
-	for _, name := range keptSections {
+	for _, m := range sectionBegin.FindAllStringSubmatchIndex(prev, -1) {
+		name := prev[m[2]:m[3]]
 		begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
-		i := strings.Index(prev, begin)
-		if i < 0 || strings.Contains(fresh, begin) {
+		i := m[0]
+		if strings.Contains(fresh, begin) {
 			continue
 		}
 		j := strings.Index(prev[i:], end)

@@ -98,6 +98,8 @@ func TestKeepSections(t *testing.T) {
 		{"section mid-file", "# Old\n" + section + "\nmore old text\n", "# Report\n\n", "# Report\n\n" + section + "\n"},
 		{"fresh has its own", "# Old\n" + section + "\n", "# Report\n<!-- kvm-bench:begin -->new<!-- kvm-bench:end -->\n",
 			"# Report\n<!-- kvm-bench:begin -->new<!-- kvm-bench:end -->\n"},
+		{"every named section, in order", "# Old\n" + section + "\n<!-- net-bench:begin -->\nnet\n<!-- net-bench:end -->\n", "# Report\n",
+			"# Report\n\n" + section + "\n\n<!-- net-bench:begin -->\nnet\n<!-- net-bench:end -->\n"},
 		{"unterminated left alone", "# Old\n<!-- kvm-bench:begin -->\nhalf", "# Report\n", "# Report\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
