@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
 	"github.com/ember-vmm/ember/internal/snapshot"
+	"github.com/ember-vmm/ember/internal/testguest"
 )
 
 // markerScript keeps a random marker in a tmpfs file (guest RAM) and
@@ -378,4 +380,55 @@ func TestSnapshotHugePages2M(t *testing.T) {
 	if err == nil && !regexp.MustCompile(`(Shared|Private)_Hugetlb:\s+[1-9]`).Match(b) {
 		t.Errorf("restored guest RAM is not on huge pages:\n%s", b)
 	}
+}
+
+// TestSnapshotWithDrive snapshots a guest on a root drive that writes
+// and syncs a file on every tick. The source resumes and goes on writing
+// (QEMU reactivates the drive it left inactive after the snapshot), and a
+// restore onto a copy of the image does too (an inactive drive would hang
+// the sync and stop the count).
+func TestSnapshotWithDrive(t *testing.T) {
+	root := testguest.RootfsCopy(t)
+	driveSpec := func(path string) *hypervisor.Spec {
+		s := baseSpec(t, "root=/dev/vda rw", script(markerScript+"\n"+
+			`(while :; do date > /tick; sync; sleep 0.2; done) </dev/null &`), "ember.end=wait")
+		s.Drives = []hypervisor.Drive{{ID: "rootfs", PathOnHost: path, Root: true, Cache: hypervisor.CacheWriteback}}
+		return s
+	}
+	v := create(t, driveSpec(root))
+	v.waitCount(t, 5, snapBootTimeout)
+	dir := t.TempDir()
+	state, mem := filepath.Join(dir, "vm.snap"), filepath.Join(dir, "vm.mem")
+	saved := v.save(t, state, mem, false)
+	// The paused source has flushed its disk: a copy is the snapshot's.
+	root2 := filepath.Join(dir, "rootfs2.ext4")
+	if out, err := exec.Command("cp", "--sparse=always", root, root2).CombinedOutput(); err != nil {
+		t.Fatalf("copying the image: %v: %s", err, out)
+	}
+	writes := func(path string) {
+		t.Helper()
+		before, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if fi, err := os.Stat(path); err == nil && fi.ModTime().After(before.ModTime()) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the guest wrote nothing to %s", path)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if err := v.Resume(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	v.waitCount(t, saved.n+3, 30*time.Second)
+	writes(root)
+	v.Close()
+	r := restore(t, driveSpec(root2), state, mem)
+	checkContinues(t, r, saved)
+	writes(root2)
 }
