@@ -2,12 +2,9 @@ package snapshot
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-
-	"golang.org/x/sys/unix"
 )
 
 // PageSize is the granularity of the memory file: zero pages become holes,
@@ -170,18 +167,10 @@ func copyPages(fd *os.File, path string, read ReadFunc, gpa, off, n uint64, merg
 	return hook("write", path)
 }
 
-// zeroRange makes a range of the file read as zeros: a hole if the
-// filesystem can punch one, written zeros if not.
-func zeroRange(fd *os.File, off, n int64) error {
-	err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
-		return err
-	}
+// writeZeros writes n bytes of zeros at off, a page at a time.
+func writeZeros(fd *os.File, off, n int64) error {
 	for done := int64(0); done < n; done += PageSize {
-		if _, err := fd.WriteAt(zeroPage[:], off+done); err != nil {
+		if _, err := fd.WriteAt(zeroPage[:min(PageSize, n-done)], off+done); err != nil {
 			return cause(err)
 		}
 	}
