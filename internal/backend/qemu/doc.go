@@ -26,7 +26,8 @@
 //	                  huge_pages None and 2M: a memfd ember creates (hugetlb 2 MiB
 //	                  pages for 2M, which need free pages, checked first), passed
 //	                  as memory-backend-file on /dev/fd/N, share=on, so snapshots
-//	                  and vhost-user back-ends read guest RAM; Transparent:
+//	                  read guest RAM (with devices over vhost-user, which cannot
+//	                  be snapshotted, QEMU's own shared memfd); Transparent:
 //	                  memory-backend-ram, which QEMU advises MADV_HUGEPAGE (THP
 //	                  mode must not be never; no snapshots)
 //	boot-source       -kernel/-initrd passed open as /dev/fd/N (ELF vmlinux via

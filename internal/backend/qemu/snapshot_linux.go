@@ -20,12 +20,19 @@ import (
 const snapshotsSupported = true
 
 // guestRAM creates guest RAM for spec as a memfd, filled from the memory
-// file when restoring. It returns nil for huge_pages Transparent, which
-// stays QEMU's anonymous memory.
+// file when restoring. It returns nil where snapshots are refused anyway
+// and QEMU keeps its own RAM: huge_pages Transparent (anonymous memory)
+// and VMs with devices over vhost-user (QEMU's own memfd).
 func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 	if spec.HugePages == hypervisor.HugePagesTransparent {
 		if rs != nil {
 			return nil, hypervisor.Unsupported(Name, "restoring a snapshot onto transparent huge pages")
+		}
+		return nil, nil
+	}
+	if usesVhostUser(spec) {
+		if rs != nil {
+			return nil, hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters")
 		}
 		return nil, nil
 	}
