@@ -22,7 +22,7 @@ func TestSnapshotBench(t *testing.T) {
 	if os.Getenv("EMBER_BENCH") == "" {
 		t.Skip("SKIPPED: a benchmark; set EMBER_BENCH=1 to run it")
 	}
-	nested.Run(t, nested.Options{Guest: true, Timeout: 15 * time.Minute}, func(t *testing.T, env *nested.Env) {
+	nested.Run(t, nested.Options{Guest: true, Timeout: 15 * time.Minute, Env: []string{"EMBER_BENCH=1"}}, func(t *testing.T, env *nested.Env) {
 		g := env.Guest()
 		ctx := context.Background()
 		var boot, create, restoreCall, restoreRun []time.Duration
