@@ -63,7 +63,7 @@ func (c *Controller) createSnapshot(ctx context.Context, p vmconfig.CreateSnapsh
 		return hypervisor.Unsupported(c.res.Backend, what)
 	}
 	start := time.Now()
-	cfg, err := json.Marshal(c.res.FullConfig())
+	cfg, err := strictjson.Marshal(c.res.FullConfig())
 	if err != nil {
 		return fmt.Errorf("Cannot serialize the microVM state: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ember-vmm/ember/internal/hypervisor"
 	"github.com/ember-vmm/ember/internal/snapshot"
+	"github.com/ember-vmm/ember/internal/strictjson"
 	"github.com/ember-vmm/ember/internal/vmconfig"
 )
 
@@ -236,5 +237,30 @@ func TestSnapshotCreateFailureLeavesNoState(t *testing.T) {
 	}
 	if c.State() != Paused {
 		t.Errorf("state %v after a failed create, want Paused", c.State())
+	}
+}
+
+// TestSavedConfigRoundTrip: every field of the saved configuration reads
+// back as it was written, including those with their own wire forms (a
+// MAC address is a string, as the API shows it).
+func TestSavedConfigRoundTrip(t *testing.T) {
+	mac, err := vmconfig.ParseMAC("06:00:ac:10:00:02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := vmconfig.VMMConfig{NetworkInterfaces: []vmconfig.NetworkInterfaceConfig{{IfaceID: "eth0", HostDevName: "tap0", GuestMAC: &mac}}}
+	b, err := strictjson.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"guest_mac":"06:00:ac:10:00:02"`) {
+		t.Errorf("saved configuration: %s", b)
+	}
+	var out vmconfig.VMMConfig
+	if err := strictjson.Unmarshal(b, &out); err != nil {
+		t.Fatalf("the saved configuration does not read back: %v\n%s", err, b)
+	}
+	if len(out.NetworkInterfaces) != 1 || out.NetworkInterfaces[0].GuestMAC == nil || *out.NetworkInterfaces[0].GuestMAC != mac {
+		t.Errorf("read back: %+v", out.NetworkInterfaces)
 	}
 }
