@@ -297,6 +297,7 @@ func (b *Backend) launch(ctx context.Context, spec *hypervisor.Spec, env hypervi
 			return nil, err
 		}
 	}
+	m.tapWatch = m.watchTaps(spec)
 	m.supervising = true
 	go m.supervise()
 	return m, nil

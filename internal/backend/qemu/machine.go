@@ -45,6 +45,8 @@ type machine struct {
 	godevs *goDevices
 	// snap is what snapshots need: guest RAM and the launch's choices.
 	snap *snapState
+	// tapWatch detaches taps deleted under the guest (nil if none).
+	tapWatch *tapWatch
 
 	paused     atomic.Bool
 	pendingCAD atomic.Bool // Ctrl+Alt+Del sent while paused, pressed on resume
@@ -459,6 +461,7 @@ func (m *machine) Close() error {
 		}
 		// QEMU is gone: the servers have lost their front-end and no guest
 		// request is in flight, so the devices can stop.
+		m.tapWatch.close()
 		m.godevs.close()
 		m.snap.close()
 		if m.resetLog != nil {
