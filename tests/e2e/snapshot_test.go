@@ -445,12 +445,13 @@ func testSnapshotVsockMMDS(t *testing.T) {
 	e.mustAPI("PUT", "/mmds", map[string]any{"id": "before"}, http.StatusNoContent)
 	e.mustAPI("PUT", "/vsock", map[string]any{"guest_cid": 3, "uds_path": uds}, http.StatusNoContent)
 	// The guest keeps the token it got before the snapshot and polls with
-	// it and with a fresh one; the poll lines carry a sequence number so
+	// it and with a fresh one (timeout, not wget -T, which makes the
+	// guest's busybox wget crash); the poll lines carry a sequence number so
 	// the test can tell lines printed after the load.
 	e.boot(a, 128, testguest.Net("169.254.0.2/16"), testguest.Script(fmt.Sprintf(`
 M=169.254.169.254
 token() { printf 'PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 21600\r\n\r\n' | timeout 3 nc $M 80 | tail -n 1; }
-get() { r=$(wget -q -T 2 -O - --header "X-metadata-token: $1" http://$M/id 2>&1); echo "$r" | tr -d ' \n'; }
+get() { r=$(timeout 3 wget -q -O - --header "X-metadata-token: $1" http://$M/id 2>&1); echo "$r" | tr -d ' \n'; }
 old=$(token)
 vsockt listen %d echo &
 (i=0; while :; do i=$((i + 1)); echo "EMBER-GUEST: mmds $i old=$(get "$old") new=$(get "$(token)")"; sleep 0.5; done) </dev/null &
