@@ -53,6 +53,7 @@ var kvmTests = []struct {
 	{"SnapshotDiff", testSnapshotDiff},
 	{"SnapshotErrors", testSnapshotErrors},
 	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
+	{"EntropyRateLimiter", testEntropyRateLimiter},
 }
 
 // TestKVM runs kvmTests against the kvm backend: directly on a host with
