@@ -46,7 +46,10 @@ echo "m$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')" > /tmp/marker
 done) </dev/null &
 `
 
-var countLine = regexp.MustCompile(`EMBER-GUEST: count (\d+) (m[0-9a-f]+) ?(\S*)`)
+// countLine is one whole tick: the marker is 16 hex digits and the line
+// ends with the tick, so a tick cut short by a log line written between its
+// bytes on ember's stdout (its digits would read as more marker) is no tick.
+var countLine = regexp.MustCompile(`EMBER-GUEST: count (\d+) (m[0-9a-f]{16}) ?(\S*)$`)
 
 // guestCount is one tick of the snapshot guest's counter.
 type guestCount struct {
