@@ -45,14 +45,14 @@ type netLimitRound struct {
 }
 
 // testNetRateLimiter (either backend): an interface whose rx and tx
-// limiters allow 128 KiB/s (48 KiB/s in L2) holds the guest's throughput
+// limiters allow 128 KiB/s (64 KiB/s in L2) holds the guest's throughput
 // in both directions to that rate (±10 %); a PATCH doubling it while the
 // guest runs takes effect for the next transfers; a PATCH to a limit far
 // beyond the guest's reach shows what it moves unthrottled, which must
 // exceed the limits comfortably for the checks to mean anything. Throughput is the
 // tap's own count of the bytes ember moved (plus the vnet header the
 // limiters also count), sampled while a transfer runs, between 20 % and
-// 95 % of it (6 s of 8): the full bucket and the one-time burst a limiter
+// 90 % of it: the full bucket and the one-time burst a limiter
 // starts with, and TCP's slow start, fall before that window. The
 // limiter events show in the interface's metrics.
 func testNetRateLimiter(t *testing.T) {
@@ -81,23 +81,33 @@ func testNetRateLimiter(t *testing.T) {
 	// on the tokens it earned meanwhile. The rates stay far below what an
 	// emulated guest moves unthrottled on a loaded host (1.5 MiB/s and
 	// more), so the limiter, not the emulator, sets the pace. An L2 guest
-	// in an emulated L1 sends under 300 KiB/s, in small frames, so there
-	// the rates are lower, the buckets refill over 250 ms and the
-	// unthrottled transfer is smaller.
-	low, refillMs, unthrottledBlocks := float64(128*kib), 1000, 256
+	// in an emulated L1 moves 300 KiB/s to 1.5 MiB/s, so there the rates
+	// are lower and the unthrottled transfer is smaller; its buckets still
+	// hold a whole 64 KiB frame and more: a frame larger than the bucket is
+	// let through as an over-consumption whose wait the bucket's own
+	// refill then repays a second time (Firecracker's token bucket does
+	// the same), and a guest sending such frames got twice the limit.
+	// The nested guest also stalls now and then and catches up on a full
+	// bucket, so there a bucket is one size at every rate, 80 KiB (a whole
+	// frame, and more than a frame plus the 100 ms a refused frame waits,
+	// so no token is lost), and transfers last 16 s to dilute the stalls.
+	low, secs, unthrottledBlocks := float64(128*kib), 8, 256
+	bucketBytes := func(rate float64) float64 { return rate } // refilled over a second
 	if nested.Inside() {
-		low, refillMs, unthrottledBlocks = 48*kib, 250, 32
+		low, secs, unthrottledBlocks = 64*kib, 16, 32
+		bucketBytes = func(float64) float64 { return 80 * kib }
 	}
 	bucket := func(rate float64, burst uint64) map[string]any {
-		b := map[string]any{"size": uint64(rate * float64(refillMs) / 1000), "refill_time": refillMs}
+		size := bucketBytes(rate)
+		b := map[string]any{"size": uint64(size), "refill_time": uint64(size / rate * 1000)}
 		if burst > 0 {
 			b["one_time_burst"] = burst
 		}
 		return map[string]any{"bandwidth": b}
 	}
 	rounds := []netLimitRound{
-		{fmt.Sprintf("limited to %.0f KiB/s", low/kib), low, int(low * 8 / (64 * kib))},
-		{fmt.Sprintf("patched to %.0f KiB/s", 2*low/kib), 2 * low, int(2 * low * 8 / (64 * kib))},
+		{fmt.Sprintf("limited to %.0f KiB/s", low/kib), low, int(low * float64(secs) / (64 * kib))},
+		{fmt.Sprintf("patched to %.0f KiB/s", 2*low/kib), 2 * low, int(2 * low * float64(secs) / (64 * kib))},
 		{"patched to no practical limit", 0, unthrottledBlocks},
 	}
 	unlimited := map[string]any{"bandwidth": map[string]any{"size": uint64(1 << 30), "refill_time": 100}} // 10 GiB/s
@@ -257,7 +267,9 @@ type counterSample struct {
 }
 
 // windowRate is the rate between the samples where the count first passed
-// 20 % and 95 % of an n-byte transfer beyond the first sample.
+// 20 % and 90 % of an n-byte transfer beyond the first sample. (The tap's
+// count of a nested guest's last frames was seen to lag the transfer's
+// end: 92 % of it counted when the host had read every byte.)
 func windowRate(t *testing.T, s []counterSample, n int64) float64 {
 	t.Helper()
 	if len(s) < 2 {
@@ -269,7 +281,7 @@ func windowRate(t *testing.T, s []counterSample, n int64) float64 {
 		if lo < 0 && x.bytes-base >= n/5 {
 			lo = i
 		}
-		if hi < 0 && x.bytes-base >= n*19/20 {
+		if hi < 0 && x.bytes-base >= n*9/10 {
 			hi = i
 		}
 	}
