@@ -330,16 +330,16 @@ func TestErrorsOtherDevices(t *testing.T) {
 	dir := t.TempDir()
 	img := scratchFile(t, dir, "a.img")
 	q := serdeQuote
-	const vsockLacks = "Vsock config error: The qemu backend does not support vsock."
 	const hotplug = "Memory hotplug config error: "
 	cases := []apiCase{
 		{"vsock without uds_path", "PUT", "/vsock", `{"guest_cid":3}`, serde("missing field `uds_path` at line 1 column 15")},
 		{"vsock unknown field", "PUT", "/vsock", `{"guest_cid":3,"uds_path":"v.sock","x":1}`,
 			serde("unknown field `x`, expected one of `vsock_id`, `guest_cid`, `uds_path` at line 1 column 38")},
 		{"vsock negative cid", "PUT", "/vsock", `{"guest_cid":-3,"uds_path":"v.sock"}`, serde("invalid value: integer `-3`, expected u32 at line 1 column 15")},
-		{"vsock on this backend", "PUT", "/vsock", `{"guest_cid":3,"uds_path":"v.sock"}`, bad(vsockLacks)},
-		// The deprecated vsock_id still marks the answer, even an error.
-		{"deprecated vsock_id", "PUT", "/vsock", `{"vsock_id":"vsock1","guest_cid":3,"uds_path":"v.sock"}`, badDep(vsockLacks)},
+		{"vsock on this backend", "PUT", "/vsock", `{"guest_cid":3,"uds_path":"v.sock"}`, ok204()},
+		// The deprecated vsock_id marks the answer; a re-PUT unlinks the
+		// socket the first bound and binds it again.
+		{"deprecated vsock_id", "PUT", "/vsock", `{"vsock_id":"vsock1","guest_cid":3,"uds_path":"v.sock"}`, expectation{status: 204, deprecation: true}},
 		{"entropy unknown field", "PUT", "/entropy", `{"foo":1}`, serde("unknown field `foo`, expected `rate_limiter` at line 1 column 6")},
 		{"entropy twice", "PUT", "/entropy", `{}`, ok204()},
 		{"", "PUT", "/entropy", `{"rate_limiter":{}}`, ok204()},

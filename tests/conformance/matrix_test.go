@@ -93,7 +93,7 @@ func (vm *bootedVM) preBootMatrix(t *testing.T) {
 		{"", "PUT", "/pmem/pmem0", `{"id":"pmem0","path_on_host":` + q(vm.scratch2) + `}`, backendLacks("Pmem config error: ", "pmem devices")},
 		{"", "PATCH", "/pmem/pmem0", `{"id":"pmem0"}`, bad(notPreBoot)},
 		{"", "DELETE", "/pmem/pmem0", "", bad(notPreBoot)},
-		{"", "PUT", "/vsock", `{"guest_cid":3,"uds_path":` + q(filepath.Join(vm.dir, "v.sock")) + `}`, backendLacks("Vsock config error: ", "vsock")},
+		{"", "PUT", "/vsock", `{"guest_cid":3,"uds_path":` + q(filepath.Join(vm.dir, "v.sock")) + `}`, ok204()},
 		{"", "PUT", "/entropy", `{}`, ok204()},
 		{"", "PUT", "/balloon", `{"amount_mib":0,"deflate_on_oom":true,"stats_polling_interval_s":1}`, ok204()},
 		{"", "GET", "/balloon", "", ok200(`{"amount_mib":0,"deflate_on_oom":true,"stats_polling_interval_s":1,"free_page_hinting":false,"free_page_reporting":false}`)},
