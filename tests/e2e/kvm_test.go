@@ -63,7 +63,7 @@ func TestKVM(t *testing.T) {
 		Guest:   true,
 		CPUs:    2,
 		Modules: []string{"tun"},
-		// 29 subtests in one L1, some of them several guests each: 15 to 20
+		// 27 subtests in one L1, some of them several guests each: 15 to 20
 		// minutes under TCG.
 		Timeout: 22 * time.Minute,
 		Files:   map[string]string{},
