@@ -60,9 +60,12 @@ var kvmTests = []struct {
 // nested SVM, where a static ember boots the test guest as an L2 VM.
 func TestKVM(t *testing.T) {
 	opts := nested.Options{
-		Guest:   true,
-		CPUs:    2,
-		Modules: []string{"tun"},
+		Guest: true,
+		CPUs:  2,
+		// Room for the parallel subtests' L2 guests all booting at once
+		// (1 GiB ran out once every subtest was in).
+		MemoryMiB: 3072,
+		Modules:   []string{"tun"},
 		// 27 subtests in one L1, some of them several guests each: 15 to 20
 		// minutes under TCG.
 		Timeout: 22 * time.Minute,
