@@ -51,7 +51,6 @@ var kvmTests = []struct {
 	{"SnapshotRestore", testSnapshotRestore},
 	{"SnapshotClones", testSnapshotClones},
 	{"SnapshotDiff", testSnapshotDiff},
-	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
 	{"EntropyRateLimiter", testEntropyRateLimiter},
 }
 
