@@ -33,19 +33,26 @@ say "init $(cut -d" " -f1 /proc/uptime)"
 stty -F "$out" raw -echo 2>/dev/null || fatal "no second serial port ($out) for the inner output"
 
 # insmod_list FILE: load the .ko files FILE lists from /nested/modules,
-# skipping those already loaded.
+# skipping those already loaded, each with the MODULE.PARAM=VALUE words of
+# the kernel command line that name it (as modprobe would).
 insmod_list() {
 	while read -r f; do
 		[ -n "$f" ] || continue
 		n=$(echo "${f%.ko}" | tr - _)
 		[ -d "/sys/module/$n" ] && continue
-		insmod "/nested/modules/$f" || return 1
+		params=
+		for w in $(cat /proc/cmdline); do
+			case "$w" in "$n".*=*) params="$params ${w#"$n".}" ;; esac
+		done
+		# shellcheck disable=SC2086 # one word per parameter
+		insmod "/nested/modules/$f" $params || return 1
 	done <"$1"
 }
 
 grep -qw svm /proc/cpuinfo || fatal "the L1 CPU lacks svm (QEMU's -cpu max without nested SVM?)"
 insmod_list /nested/modules/kvm_amd.load || fatal "loading kvm_amd failed"
 [ -c /dev/kvm ] || fatal "no /dev/kvm after loading kvm_amd"
+say "kvm_amd $(cd /sys/module/kvm_amd/parameters && for p in npt nested nrips vgif vls lbrv avic; do [ -f $p ] && printf '%s=%s ' $p "$(cat $p)"; done)"
 for m in $NESTED_MODULES; do
 	[ -f "/nested/modules/$m.load" ] || continue # built into the kernel
 	insmod_list "/nested/modules/$m.load" || fatal "loading module $m failed"
@@ -72,6 +79,9 @@ fi
 ip link set lo up 2>/dev/null
 mkdir -p /nested/work
 cd /nested/work
+# A heartbeat for the harness: an L1 whose kernel stops running even this
+# is frozen, which nothing inside L1 can cause on its own.
+(while :; do sleep 10; say "alive $(cut -d" " -f1 /proc/uptime)"; done) </dev/null &
 say "inner start"
 sh /nested/run </dev/null >"$out" 2>&1
 rc=$?

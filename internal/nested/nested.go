@@ -81,6 +81,13 @@ const (
 	// EnvCache overrides where derived files are cached (default: a
 	// "nested" directory inside the test guest's asset directory).
 	EnvCache = "EMBER_NESTED_CACHE"
+	// EnvArgs adds words to L1's kernel command line, after Options'
+	// KernelArgs; "kvm_amd.vgif=0" and the like reach the module as
+	// modprobe would pass them.
+	EnvArgs = "EMBER_NESTED_ARGS"
+	// EnvAttempt tells the inner test which L1 it runs in: 1, or 2 after
+	// L1 itself triple faulted.
+	EnvAttempt = "EMBER_NESTED_ATTEMPT"
 )
 
 // Errors returned (wrapped) by the harness; failures name one of them.
@@ -91,6 +98,9 @@ var (
 	ErrBoot = errors.New("nested: L1 did not boot")
 	// ErrTimeout means L1 ran past its time budget and was killed.
 	ErrTimeout = errors.New("nested: L1 timed out")
+	// ErrFrozen means L1 stopped printing its heartbeat: its kernel no
+	// longer runs even a shell loop.
+	ErrFrozen = errors.New("nested: L1 froze")
 	// ErrL1 means L1's init reported a fatal error or L1 ended without
 	// reporting the inner result.
 	ErrL1 = errors.New("nested: L1 failed")
@@ -104,6 +114,10 @@ const (
 	DefaultCPUs        = 1
 	DefaultTimeout     = 5 * time.Minute
 	DefaultBootTimeout = 2 * time.Minute
+	// DefaultFrozenAfter is how long L1 may go without its heartbeat
+	// (every 10 s of its time): a loaded host slows L1 severalfold, not
+	// eighteenfold.
+	DefaultFrozenAfter = 3 * time.Minute
 )
 
 // Options describe the L1 VM and what to ship into it. The zero value
@@ -119,6 +133,9 @@ type Options struct {
 	Timeout time.Duration
 	// BootTimeout bounds QEMU start to "kvm ready" in L1 (default 2 min).
 	BootTimeout time.Duration
+	// FrozenAfter: L1 without a heartbeat for this long is frozen
+	// (default DefaultFrozenAfter).
+	FrozenAfter time.Duration
 	// Files ships host files into L1: name (a relative slash path, which
 	// may have directories) → host path. Inner tests find them with
 	// Env.File. They are unpacked into L1's RAM, so keep them small (tens

@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,6 +112,10 @@ func TestNestedDemo(t *testing.T) {
 		opts.BootTimeout = time.Millisecond
 	case "l1-dies":
 		opts.KernelArgs = []string{"rdinit=/nested/no-such-init"} // L1's kernel panics
+	case "l1-triple-faults":
+		opts.KernelArgs = []string{"reboot=t"} // a restart is a triple fault
+	case "l1-freezes":
+		opts.FrozenAfter = 25 * time.Second
 	}
 	Run(t, opts, func(t *testing.T, env *Env) {
 		switch mode {
@@ -119,8 +125,50 @@ func TestNestedDemo(t *testing.T) {
 			t.Skip("DEMO-SKIP-REASON")
 		case "pass":
 			t.Log("DEMO-PASS")
+		case "l1-triple-faults":
+			if a := os.Getenv(EnvAttempt); a == "1" {
+				// An emergency restart with reboot=t: L1 triple faults as
+				// QEMU's SVM sometimes makes it, and the harness boots a
+				// second L1.
+				os.WriteFile("/proc/sysrq-trigger", []byte("b"), 0)
+				time.Sleep(time.Minute)
+				t.Fatal("L1 survived its triple fault")
+			}
+			t.Logf("DEMO-PASS in L1 attempt %s", os.Getenv(EnvAttempt))
+		case "l1-freezes":
+			if os.Getenv(EnvAttempt) == "1" {
+				stopHeartbeat(t) // to the harness, L1 looks frozen
+				time.Sleep(5 * time.Minute)
+				t.Fatal("L1 ran on without a heartbeat")
+			}
+			t.Logf("DEMO-PASS in L1 attempt %s", os.Getenv(EnvAttempt))
 		}
 	})
+}
+
+// stopHeartbeat stops the shell loop that prints L1's heartbeat: the
+// parent of every "sleep 10".
+func stopHeartbeat(t *testing.T) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	stopped := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != "sleep\x0010\x00" {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if ppid, err := strconv.Atoi(f[1]); err == nil && syscall.Kill(ppid, syscall.SIGSTOP) == nil {
+			stopped++
+		}
+	}
+	if stopped == 0 {
+		t.Fatal("found no heartbeat loop to stop")
+	}
 }
 
 func TestNestedVerdicts(t *testing.T) {
@@ -150,6 +198,8 @@ func TestNestedVerdicts(t *testing.T) {
 		{"skip", 0, []string{"--- SKIP: TestNestedDemo", "the inner test skipped inside L1", "DEMO-SKIP-REASON"}},
 		{"boot-timeout", 1, []string{"--- FAIL: TestNestedDemo", "nested: L1 did not boot", `no "EMBER-NESTED: kvm ready" within 1ms`}},
 		{"l1-dies", 1, []string{"--- FAIL: TestNestedDemo", "nested: L1 failed: QEMU exited before the inner test reported", "Kernel panic"}},
+		{"l1-freezes", 0, []string{"L1 ITSELF FROZE (attempt 1 of 2", "no heartbeat for", "L1's vCPUs (QEMU monitor)", "RIP=", "DEMO-PASS in L1 attempt 2", "--- PASS: TestNestedDemo"}},
+		{"l1-triple-faults", 0, []string{"L1 ITSELF TRIPLE FAULTED (attempt 1 of 2", "Triple fault", "DEMO-PASS in L1 attempt 2", "--- PASS: TestNestedDemo"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
