@@ -367,10 +367,24 @@ func (e *ember) waitLineFrom(from int, substr string, timeout time.Duration) (in
 		how := "still running"
 		if e.exited() {
 			how = "exited: " + e.state.String()
+		} else {
+			how += "; SIGQUIT sent, its goroutines are in its stderr"
+			e.quitForStacks()
 		}
 		e.t.Fatalf("ember (pid %d, %s) never printed %q within %v: %v", e.pid, how, substr, timeout, err)
 	}
 	return i, line
+}
+
+// quitForStacks makes a stuck ember print every goroutine (vCPU threads
+// included, in KVM_RUN or not) to its stderr and exit, which tells a guest
+// that stalled in the hypervisor from an ember that stopped serving it.
+func (e *ember) quitForStacks() {
+	syscall.Kill(e.pid, syscall.SIGQUIT)
+	select {
+	case <-e.done:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // hasLine reports whether a stdout line so far contains substr.

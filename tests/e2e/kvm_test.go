@@ -51,6 +51,7 @@ var kvmTests = []struct {
 	{"SnapshotRestore", testSnapshotRestore},
 	{"SnapshotClones", testSnapshotClones},
 	{"SnapshotDiff", testSnapshotDiff},
+	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
 	{"EntropyRateLimiter", testEntropyRateLimiter},
 }
 

@@ -289,10 +289,15 @@ func windowRate(t *testing.T, s []counterSample, n int64) float64 {
 		t.Fatalf("the tap's counters never covered the transfer's middle (%d bytes over %v, for %d):\n%s",
 			s[len(s)-1].bytes-base, s[len(s)-1].at.Sub(s[0].at), n, sampleTrace(s))
 	}
-	if d := s[hi].at.Sub(s[lo].at); d < 200*time.Millisecond {
-		t.Fatalf("the transfer's middle took only %v: too short to measure", d)
+	// Samples come about every 10 ms: a middle shorter than 200 ms counts
+	// as 200 ms, a lower bound on the rate. Only an unthrottled transfer
+	// is that fast, and its rate is checked only from below.
+	d := s[hi].at.Sub(s[lo].at)
+	if floor := 200 * time.Millisecond; d < floor {
+		t.Logf("the transfer's middle took only %v; rated as if it took %v (a lower bound)", d, floor)
+		d = floor
 	}
-	return float64(s[hi].bytes-s[lo].bytes) / s[hi].at.Sub(s[lo].at).Seconds()
+	return float64(s[hi].bytes-s[lo].bytes) / d.Seconds()
 }
 
 // sampleTrace shows samples about every 250 ms, for failure messages.
