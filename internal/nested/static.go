@@ -46,7 +46,7 @@ func CheckStatic(path string) error {
 
 var (
 	testBinMu    sync.Mutex
-	testBinCache = map[string]string{} // package dir → static test binary
+	testBinCache = map[[2]string]string{} // {package dir, cache dir} → static test binary
 )
 
 // staticTestBinary returns a test binary of the running test's package that
@@ -80,7 +80,7 @@ func staticTestBinary(ctx context.Context, cacheDir string) (bin string, rebuilt
 func rebuildStatic(ctx context.Context, pkgDir, cacheDir string) (string, error) {
 	testBinMu.Lock()
 	defer testBinMu.Unlock()
-	if bin, ok := testBinCache[pkgDir]; ok {
+	if bin, ok := testBinCache[[2]string{pkgDir, cacheDir}]; ok {
 		return bin, nil
 	}
 	goTool, err := exec.LookPath("go")
@@ -113,6 +113,6 @@ func rebuildStatic(ctx context.Context, pkgDir, cacheDir string) (string, error)
 	if err := os.Rename(tmp.Name(), bin); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrTestBinary, err)
 	}
-	testBinCache[pkgDir] = bin
+	testBinCache[[2]string{pkgDir, cacheDir}] = bin
 	return bin, nil
 }
