@@ -57,4 +57,8 @@ type RestoreRequest struct {
 	MemPath string
 	// HugePages is the load's huge_pages ("" or "Snapshot": as saved).
 	HugePages HugePages
+	// ClockRealtime is the load's clock_realtime: the guest's clock moves
+	// on by the wall-clock time since the snapshot instead of resuming
+	// where it stopped.
+	ClockRealtime bool
 }

@@ -442,6 +442,10 @@ func bootL1(t *testing.T, qemu string, o Options, a testguest.Assets, mods modul
 	// (kernel stacks, processes' heaps; triple faults and freezes), and
 	// with shadow paging whole TestKVM runs pass (docs/reliability.md).
 	cmdline = append(cmdline, "kvm_amd.npt=0")
+	// L1 keeps time by its TSC, which QEMU derives from the host's clock,
+	// so L1's KVM runs a master clock: L2's kvmclock is then stable, and
+	// snapshots carry the realtime clock that clock_realtime needs.
+	cmdline = append(cmdline, "clocksource=tsc", "tsc=reliable")
 	cmdline = append(cmdline, o.KernelArgs...)
 	cmdline = append(cmdline, strings.Fields(os.Getenv(EnvArgs))...)
 	args := []string{

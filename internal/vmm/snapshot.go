@@ -158,7 +158,7 @@ func (c *Controller) loadSnapshot(ctx context.Context, p vmconfig.LoadSnapshotPa
 	if err != nil {
 		return errors.New(buildFailed + err.Error())
 	}
-	req := hypervisor.RestoreRequest{MemPath: string(p.MemBackend.BackendPath), HugePages: hypervisor.HugePages(hp)}
+	req := hypervisor.RestoreRequest{MemPath: string(p.MemBackend.BackendPath), HugePages: hypervisor.HugePages(hp), ClockRealtime: p.ClockRealtime}
 	m, err := r.Restore(ctx, spec, env, f, req)
 	if err != nil {
 		console.Close()

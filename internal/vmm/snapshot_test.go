@@ -116,7 +116,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 
 	d, b := freshController(t)
 	load := LoadSnapshot{Params: vmconfig.LoadSnapshotParams{SnapshotPath: state,
-		MemBackend: vmconfig.MemBackendConfig{BackendPath: vmconfig.PathBuf(mem), BackendType: vmconfig.MemBackendFile}, TrackDirtyPages: true}}
+		MemBackend: vmconfig.MemBackendConfig{BackendPath: vmconfig.PathBuf(mem), BackendType: vmconfig.MemBackendFile}, TrackDirtyPages: true,
+		ClockRealtime: true}}
 	mustDo(t, d, load)
 	if d.State() != Paused {
 		t.Fatalf("state after load: %v, want Paused", d.State())
@@ -128,8 +129,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if s.VCPUs != 2 || s.MemMiB != 256 || !s.TrackDirtyPages || !strings.HasPrefix(s.Boot.Cmdline, "console=ttyS0 reboot=k") {
 		t.Errorf("restored spec: %d vCPUs, %d MiB, dirty %v, cmdline %q", s.VCPUs, s.MemMiB, s.TrackDirtyPages, s.Boot.Cmdline)
 	}
-	if b.restoreReqs[0].MemPath != mem {
-		t.Errorf("memory path %q, want %q", b.restoreReqs[0].MemPath, mem)
+	if r := b.restoreReqs[0]; r.MemPath != mem || !r.ClockRealtime {
+		t.Errorf("restore request %+v, want memory path %q and clock_realtime", r, mem)
 	}
 	cfg := mustDo(t, d, GetFullConfig{}).(vmconfig.VMMConfig)
 	if cfg.MachineConfig.VCPUCount != 2 || cfg.BootSource.BootArgs == nil || *cfg.BootSource.BootArgs != "console=ttyS0 reboot=k" {

@@ -52,6 +52,7 @@ var kvmTests = []struct {
 	{"SnapshotClones", testSnapshotClones},
 	{"SnapshotDiff", testSnapshotDiff},
 	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
+	{"SnapshotClockRealtime", testSnapshotClockRealtime},
 	{"EntropyRateLimiter", testEntropyRateLimiter},
 }
 

@@ -79,7 +79,7 @@ func (m *machine) archRestoreCPU(b []byte) error {
 			return err
 		}
 	}
-	if err := kvmstate.RestoreVM(m.vm, st.VM, kvmstate.RestoreVMOptions{}); err != nil {
+	if err := kvmstate.RestoreVM(m.vm, st.VM, kvmstate.RestoreVMOptions{ClockRealtime: m.restore.clockRealtime}); err != nil {
 		return err
 	}
 	return nil

@@ -44,9 +44,10 @@ var errHugetlbFile = errors.New("Failed to load guest memory: Error creating gue
 
 // restoreData is the snapshot Restore is loading.
 type restoreData struct {
-	file    *snapshot.File
-	memFile *os.File
-	machine *machineState
+	file          *snapshot.File
+	memFile       *os.File
+	machine       *machineState
+	clockRealtime bool
 }
 
 // checkLayout requires the guest RAM layout the configuration gives to be
@@ -304,7 +305,7 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 		log:     env.Log,
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
-		restore: &restoreData{file: f, memFile: mf, machine: ms},
+		restore: &restoreData{file: f, memFile: mf, machine: ms, clockRealtime: req.ClockRealtime},
 	}
 	if m.env.Console == nil {
 		m.env.Console = io.Discard

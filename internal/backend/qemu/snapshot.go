@@ -309,6 +309,11 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 	if usesVhostUser(spec) {
 		return nil, hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters")
 	}
+	if req.ClockRealtime {
+		// QEMU's stream restores the guest clock where it stopped and has
+		// no way to move it on by the time since.
+		return nil, hypervisor.Unsupported(Name, "clock_realtime")
+	}
 	var saved savedQEMU
 	if err := f.JSON(sectionQEMU, &saved); err != nil {
 		return nil, err
