@@ -381,7 +381,14 @@ func vsockEcho(uds string, n int, timeout time.Duration) error {
 		return err
 	}
 	defer c.Close()
+	return echoThrough(c, n, timeout)
+}
+
+// echoThrough sends n random bytes through c, connected to the guest's
+// echo port, and checks they come back.
+func echoThrough(c net.Conn, n int, timeout time.Duration) error {
 	c.SetDeadline(time.Now().Add(timeout))
+	defer c.SetDeadline(time.Time{})
 	data := make([]byte, n)
 	rand.Read(data)
 	werr := make(chan error, 1)

@@ -13,6 +13,7 @@ import (
 	"github.com/ember-vmm/ember/internal/virtio/balloon"
 	"github.com/ember-vmm/ember/internal/virtio/mmio"
 	"github.com/ember-vmm/ember/internal/virtio/net"
+	"github.com/ember-vmm/ember/internal/virtio/vsock"
 )
 
 // The kvm backend's snapshot sections. Device sections are named by the
@@ -62,6 +63,9 @@ type virtioState struct {
 	Transport mmio.State     `json:"transport"`
 	Net       *net.State     `json:"net,omitempty"`
 	Balloon   *balloon.State `json:"balloon,omitempty"`
+	// Vsock is absent in snapshots from before it was kept; the device
+	// then hands out host ports from the first.
+	Vsock *vsock.State `json:"vsock,omitempty"`
 }
 
 // decodeStrict decodes exactly one JSON value of at most

@@ -167,6 +167,9 @@ func (m *machine) quiesceDevices() ([]savedDevice, error) {
 		case *net.Device:
 			n := dev.SaveState()
 			st.Net = &n
+		case *vsock.Device:
+			v := dev.SaveState()
+			st.Vsock = &v
 		}
 		ts, err := s.t.Quiesce()
 		if err != nil {
@@ -208,6 +211,14 @@ func (m *machine) restoreDevice(slot virtioSlot, st *virtioState) error {
 		}
 		if err := d.RestoreState(*st.Net); err != nil {
 			return err
+		}
+	case *vsock.Device:
+		// The VM that was snapshotted and every one restored from it carry
+		// on handing out host ports where it left off.
+		if st.Vsock != nil {
+			if err := d.RestoreState(*st.Vsock); err != nil {
+				return err
+			}
 		}
 	}
 	if err := slot.t.Restore(st.Transport); err != nil {

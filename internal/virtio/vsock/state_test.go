@@ -2,6 +2,7 @@ package vsock
 
 import (
 	"encoding/binary"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -57,5 +58,42 @@ func TestSnapshotTransportReset(t *testing.T) {
 	}
 	if cid := binary.LittleEndian.Uint64((&vt.MMIODriver{Regs: tr2}).ReadConfig(0, 8)); cid != testCID {
 		t.Errorf("guest_cid %d after restore", cid)
+	}
+}
+
+// TestStatePorts: a device restored from a snapshot hands out host ports
+// after the last one the snapshotted device handed out, so a new
+// connection never reaches a guest socket left from before the snapshot.
+func TestStatePorts(t *testing.T) {
+	d, path := newDevice(t)
+	g := newGuest(t, d, false)
+	l := g.listen(52)
+	for range 2 {
+		if _, _, _, err := hostConnect(t, path, 52); err != nil {
+			t.Fatal(err)
+		}
+		g.accept(l)
+	}
+	st := d.SaveState()
+	if st.LocalPortLast != LocalPortFirst+1 {
+		t.Fatalf("saved local_port_last %#x, want %#x", st.LocalPortLast, LocalPortFirst+1)
+	}
+
+	d2, path2 := newDevice(t)
+	if err := d2.RestoreState(st); err != nil {
+		t.Fatal(err)
+	}
+	g2 := newGuest(t, d2, false)
+	l2 := g2.listen(52)
+	_, _, hp, err := hostConnect(t, path2, 52)
+	if err != nil || hp != LocalPortFirst+2 {
+		t.Fatalf("first host port after the restore %#x (%v), want %#x", hp, err, LocalPortFirst+2)
+	}
+	g2.accept(l2)
+
+	for _, bad := range []uint32{0, 1, 1 << 31, 1<<31 | 1<<30} {
+		if err := (&Device{}).RestoreState(State{LocalPortLast: bad}); !errors.Is(err, ErrState) {
+			t.Errorf("RestoreState(%#x) = %v, want ErrState", bad, err)
+		}
 	}
 }

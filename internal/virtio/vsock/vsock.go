@@ -154,6 +154,8 @@ type Device struct {
 	mu     sync.Mutex
 	act    *active
 	closed bool
+	// restoredLP is the last host port a snapshot recorded (0: none).
+	restoredLP uint32
 }
 
 // active is one activation.
@@ -168,8 +170,10 @@ type active struct {
 	mux   *muxer
 	inbox events
 	// pendingEventAck gates RX after a TRANSPORT_RESET until the guest
-	// kicks the event queue.
+	// acknowledges it: it kicks the event queue with more buffers in it
+	// than resetPending, what was left once the event took one.
 	pendingEventAck bool
+	resetPending    uint16
 	// parked: Suspend took the queues away; the worker keeps serving host
 	// streams but touches no queue and no guest memory until Resume.
 	parked bool
@@ -336,6 +340,8 @@ func (d *Device) activate(a virtio.Activation, evq bool) error {
 		act.evq, act.evqOwned = a.Queues[EvQueue], true
 	}
 	act.mux = newMuxer(d, act)
+	act.mux.lastLP = d.portLast()
+	d.restoredLP = 0 // a later activation (after a driver reset) starts afresh
 	d.ln.SetDeadline(time.Time{})
 	act.w = virtio.StartWorker(act.handle)
 	act.wg.Add(1)
@@ -614,8 +620,9 @@ func (a *active) handle(bits uint64) {
 	}
 	var used [3]bool
 	if bits&(1<<EvQueue) != 0 {
-		// The guest's kick acknowledges a TRANSPORT_RESET.
-		a.pendingEventAck = false
+		if a.pendingEventAck && a.resetAcked() {
+			a.pendingEventAck = false
+		}
 		if a.mux.hasPendingRx() {
 			used[RxQueue] = a.processRx() || used[RxQueue]
 		}
@@ -775,6 +782,18 @@ func (a *active) sendTransportReset() error {
 	}
 	q.ArmNotify()
 	a.pendingEventAck = true
+	a.resetPending, _ = q.Pending()
 	a.signal(EvQueue)
 	return nil
+}
+
+// resetAcked reports whether the guest has handled the TRANSPORT_RESET:
+// Linux resets its connected sockets, gives the event's buffer back and
+// then kicks. A notification alone is no acknowledgement: a transport
+// restored from a snapshot notifies every queue, and RX let through before
+// the guest's reset could reach a socket from before the snapshot (a host
+// port the restored device hands out again) and be refused.
+func (a *active) resetAcked() bool {
+	n, err := a.evq.Pending()
+	return err != nil || n > a.resetPending
 }
