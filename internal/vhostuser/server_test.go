@@ -692,6 +692,13 @@ func (d *suspendDevice) Suspend() error {
 	return nil
 }
 
+// The counters, read under the device's lock: the server changes them
+// from its own goroutine.
+func (d *suspendDevice) nSuspends() int { d.mu.Lock(); defer d.mu.Unlock(); return d.suspends }
+func (d *suspendDevice) nResumes() int  { d.mu.Lock(); defer d.mu.Unlock(); return d.resumes }
+func (d *suspendDevice) nActs() int     { d.mu.Lock(); defer d.mu.Unlock(); return d.acts }
+func (d *suspendDevice) nResets() int   { d.mu.Lock(); defer d.mu.Unlock(); return d.resets }
+
 func (d *suspendDevice) Resume(a virtio.Activation) error {
 	if err := d.fakeDevice.Activate(a); err != nil {
 		return err
@@ -763,20 +770,20 @@ func TestSuspender(t *testing.T) {
 			g.publish(0, 3, 10)
 			complete(kfd, 3)
 			base := stop()
-			if base != 1 || dev.suspends != 1 || dev.resets != 0 {
-				t.Fatalf("after stop: base %d, %d suspends, %d resets", base, dev.suspends, dev.resets)
+			if base != 1 || dev.nSuspends() != 1 || dev.nResets() != 0 {
+				t.Fatalf("after stop: base %d, %d suspends, %d resets", base, dev.nSuspends(), dev.nResets())
 			}
 			kfd = start(base)
-			if dev.resumes != 1 || dev.acts != 1 || dev.resets != 0 {
-				t.Fatalf("restart where stopped: %d resumes, %d activations, %d resets", dev.resumes, dev.acts, dev.resets)
+			if dev.nResumes() != 1 || dev.nActs() != 1 || dev.nResets() != 0 {
+				t.Fatalf("restart where stopped: %d resumes, %d activations, %d resets", dev.nResumes(), dev.nActs(), dev.nResets())
 			}
 			g.publish(1, 5, 10)
 			complete(kfd, 5)
 			// A restart from 0 is a new driver: the old state must go.
 			stop()
 			start(0)
-			if dev.resumes != 1 || dev.acts != 2 || dev.resets != 1 {
-				t.Fatalf("restart anew: %d resumes, %d activations, %d resets", dev.resumes, dev.acts, dev.resets)
+			if dev.nResumes() != 1 || dev.nActs() != 2 || dev.nResets() != 1 {
+				t.Fatalf("restart anew: %d resumes, %d activations, %d resets", dev.nResumes(), dev.nActs(), dev.nResets())
 			}
 			// Suspended when the front-end hangs up: reset.
 			stop()
@@ -784,8 +791,8 @@ func TestSuspender(t *testing.T) {
 			if err := cl.serveErr(); err != nil {
 				t.Fatal(err)
 			}
-			if dev.resets != 2 {
-				t.Fatalf("hang-up while suspended: %d resets, want 2", dev.resets)
+			if dev.nResets() != 2 {
+				t.Fatalf("hang-up while suspended: %d resets, want 2", dev.nResets())
 			}
 		})
 	}
@@ -833,19 +840,19 @@ func TestKickWhileRestarting(t *testing.T) {
 	}
 	start(0, 0)
 	start(1, 0)
-	if dev.acts != 1 {
-		t.Fatalf("%d activations once both queues started", dev.acts)
+	if dev.nActs() != 1 {
+		t.Fatalf("%d activations once both queues started", dev.nActs())
 	}
 	cl.call(ReqGetVringBase, 0, state(0, 0))
 	cl.call(ReqGetVringBase, 0, state(1, 0))
 	kfd := start(0, 0)
 	kick(t, kfd)
 	time.Sleep(50 * time.Millisecond)
-	if dev.activation() != nil || dev.resets != 0 || dev.resumes != 0 {
-		t.Fatalf("a kick with queue 1 still stopped: active %v, %d resets, %d resumes", dev.activation() != nil, dev.resets, dev.resumes)
+	if dev.activation() != nil || dev.nResets() != 0 || dev.nResumes() != 0 {
+		t.Fatalf("a kick with queue 1 still stopped: active %v, %d resets, %d resumes", dev.activation() != nil, dev.nResets(), dev.nResumes())
 	}
 	start(1, 0)
-	if dev.resumes != 1 || dev.resets != 0 || dev.acts != 1 {
-		t.Fatalf("after queue 1 restarted: %d resumes, %d resets, %d activations", dev.resumes, dev.resets, dev.acts)
+	if dev.nResumes() != 1 || dev.nResets() != 0 || dev.nActs() != 1 {
+		t.Fatalf("after queue 1 restarted: %d resumes, %d resets, %d activations", dev.nResumes(), dev.nResets(), dev.nActs())
 	}
 }

@@ -461,6 +461,19 @@ func (s *gsock) isReset() bool {
 // g.qs stopped, as a vhost-user front-end restarting them would give.
 func (g *guest) resumeQueues() virtio.Activation {
 	g.t.Helper()
+	return g.queues(true)
+}
+
+// idleQueues returns queues on g's rings at their start, for a call that
+// must fail before it looks at them: reading the running device's positions
+// would race with its worker.
+func (g *guest) idleQueues() virtio.Activation {
+	g.t.Helper()
+	return g.queues(false)
+}
+
+func (g *guest) queues(resume bool) virtio.Activation {
+	g.t.Helper()
 	var qs []*virtio.Queue
 	for i, vq := range []*vt.VQ{g.rx, g.tx, g.ev} {
 		if g.noEv && i == EvQueue {
@@ -470,7 +483,9 @@ func (g *guest) resumeQueues() virtio.Activation {
 		if err := q.Activate(g.mem, true); err != nil {
 			g.t.Fatal(err)
 		}
-		q.SetPosition(g.qs[i].Position())
+		if resume {
+			q.SetPosition(g.qs[i].Position())
+		}
 		qs = append(qs, q)
 	}
 	return virtio.Activation{Mem: g.mem, Queues: qs, Features: g.feat, Transport: g.tr}

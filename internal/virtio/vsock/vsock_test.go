@@ -801,7 +801,7 @@ func TestSuspendResume(t *testing.T) {
 			}
 			gs := g.accept(l)
 			exchange(t, "before", gs, gs, hc, hr, pattern(1, 200<<10), pattern(2, 200<<10))
-			if err := dev.Resume(g.resumeQueues()); !errors.Is(err, ErrNotSuspended) {
+			if err := dev.Resume(g.idleQueues()); !errors.Is(err, ErrNotSuspended) {
 				t.Fatalf("Resume of a running device: %v", err)
 			}
 			if err := dev.Suspend(); err != nil {
@@ -839,7 +839,7 @@ func TestSuspendResume(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("transfer did not finish after Resume")
 			}
-			if err := dev.Resume(g.resumeQueues()); !errors.Is(err, ErrNotSuspended) {
+			if err := dev.Resume(g.idleQueues()); !errors.Is(err, ErrNotSuspended) {
 				t.Fatalf("second Resume: %v", err)
 			}
 			if m := d.Metrics(); m.ConnsAdded != 1 || m.ConnsKilled != 0 {
