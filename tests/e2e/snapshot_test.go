@@ -57,16 +57,26 @@ type guestCount struct {
 	marker, marker2 string
 }
 
-// lastCount returns the newest counter tick e printed so far.
-func lastCount(e *ember) (guestCount, bool) {
+// lastMatch returns the submatches of the newest line e printed that re
+// matches, or nil.
+func lastMatch(e *ember, re *regexp.Regexp) []string {
 	lines := e.con.Lines()
 	for i := len(lines) - 1; i >= 0; i-- {
-		if m := countLine.FindStringSubmatch(lines[i]); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			return guestCount{n, m[2], m[3]}, true
+		if m := re.FindStringSubmatch(lines[i]); m != nil {
+			return m
 		}
 	}
-	return guestCount{}, false
+	return nil
+}
+
+// lastCount returns the newest counter tick e printed so far.
+func lastCount(e *ember) (guestCount, bool) {
+	m := lastMatch(e, countLine)
+	if m == nil {
+		return guestCount{}, false
+	}
+	n, _ := strconv.Atoi(m[1])
+	return guestCount{n, m[2], m[3]}, true
 }
 
 // waitCount waits until e's guest has counted past n and returns that tick.
@@ -538,15 +548,13 @@ var clockLine = regexp.MustCompile(`EMBER-GUEST: clock (\d+) (\d+)$`)
 // lastClock returns the newest clock tick e printed: its number and the
 // guest's time.
 func lastClock(e *ember) (n, at int64, ok bool) {
-	lines := e.con.Lines()
-	for i := len(lines) - 1; i >= 0; i-- {
-		if m := clockLine.FindStringSubmatch(lines[i]); m != nil {
-			n, _ = strconv.ParseInt(m[1], 10, 64)
-			at, _ = strconv.ParseInt(m[2], 10, 64)
-			return n, at, true
-		}
+	m := lastMatch(e, clockLine)
+	if m == nil {
+		return 0, 0, false
 	}
-	return 0, 0, false
+	n, _ = strconv.ParseInt(m[1], 10, 64)
+	at, _ = strconv.ParseInt(m[2], 10, 64)
+	return n, at, true
 }
 
 // testSnapshotClockRealtime: a load with clock_realtime moves the guest's
