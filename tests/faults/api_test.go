@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ember-vmm/ember/internal/testember"
 )
 
 // TestAPISocketMode: Firecracker binds its API socket with no chmod, so the
@@ -24,13 +26,13 @@ func TestAPISocketMode(t *testing.T) {
 		t.Run(fmt.Sprintf("umask%04o", mask), func(t *testing.T) {
 			t.Parallel()
 			m := mask
-			e := startEmber(t, startOpts{umask: &m})
-			fi, err := os.Lstat(e.sock)
+			e := startEmber(t, testember.Options{Umask: &m})
+			fi, err := os.Lstat(e.Sock)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if fi.Mode().Type() != os.ModeSocket {
-				t.Fatalf("%s is %v, not a socket", e.sock, fi.Mode())
+				t.Fatalf("%s is %v, not a socket", e.Sock, fi.Mode())
 			}
 			firecracker := os.FileMode(0o777 &^ mask)
 			want := firecracker & 0o700
@@ -39,12 +41,12 @@ func TestAPISocketMode(t *testing.T) {
 			}
 			// The process's own umask is left as it was: files ember
 			// creates later (logs, metrics, vsock sockets) follow it.
-			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.pid))
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.PID))
 			if !strings.Contains(string(st), fmt.Sprintf("Umask:\t%04o\n", mask)) {
 				t.Errorf("ember's umask after start is not %04o:\n%s", mask, st)
 			}
 			if os.Geteuid() == 0 {
-				e.mustAPI("GET", "/", nil, http.StatusOK)
+				e.MustAPI("GET", "/", nil, http.StatusOK)
 			}
 		})
 	}
@@ -56,12 +58,12 @@ func TestAPISocketMode(t *testing.T) {
 // server answering others, and leave no descriptor or thread behind.
 func TestClientDisconnect(t *testing.T) {
 	t.Parallel()
-	e := startEmber(t, startOpts{})
+	e := startEmber(t, testember.Options{})
 	dial := func() net.Conn {
 		t.Helper()
-		c, err := net.Dial("unix", e.sock)
+		c, err := net.Dial("unix", e.Sock)
 		if err != nil {
-			t.Fatalf("dial %s: %v", e.sock, err)
+			t.Fatalf("dial %s: %v", e.Sock, err)
 		}
 		return c
 	}
@@ -72,12 +74,12 @@ func TestClientDisconnect(t *testing.T) {
 	}
 	// Warm up: the first requests make the runtime grow its pools.
 	for range 5 {
-		e.mustAPI("GET", "/", nil, http.StatusOK)
+		e.MustAPI("GET", "/", nil, http.StatusOK)
 	}
-	e.client.CloseIdleConnections()
+	e.Client.CloseIdleConnections()
 	settle := func() (fds, threads int) {
 		time.Sleep(200 * time.Millisecond)
-		return fdCount(t, e.pid), threadCount(t, e.pid)
+		return fdCount(t, e.PID), threadCount(t, e.PID)
 	}
 	baseFDs, baseThreads := settle()
 
@@ -97,7 +99,7 @@ func TestClientDisconnect(t *testing.T) {
 			default:
 			}
 			start := time.Now()
-			code, _, err := e.do("GET", "/", nil)
+			code, _, err := e.Do("GET", "/", nil)
 			if err != nil || code != http.StatusOK {
 				witnessErr = fmt.Errorf("GET / answered %d, %v", code, err)
 				return
@@ -121,9 +123,9 @@ func TestClientDisconnect(t *testing.T) {
 	}
 
 	// Wait until the server has taken all of them (and the witness's).
-	for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.pid) < baseFDs+len(held)+1; {
+	for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.PID) < baseFDs+len(held)+1; {
 		if time.Now().After(deadline) {
-			t.Fatalf("ember took only %d of %d connections", fdCount(t, e.pid)-baseFDs, len(held)+1)
+			t.Fatalf("ember took only %d of %d connections", fdCount(t, e.PID)-baseFDs, len(held)+1)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -142,7 +144,7 @@ func TestClientDisconnect(t *testing.T) {
 	const rounds = 100
 	for _, tc := range cases {
 		for i := range rounds {
-			before := fdCount(t, e.pid)
+			before := fdCount(t, e.PID)
 			c := dial()
 			if s := tc.send(i); s != "" {
 				if _, err := io.WriteString(c, s); err != nil {
@@ -153,9 +155,9 @@ func TestClientDisconnect(t *testing.T) {
 			// Each abandoned connection is released before the next, so
 			// the server never reaches its connection limit.
 			deadline := time.Now().Add(5 * time.Second)
-			for fdCount(t, e.pid) > before {
+			for fdCount(t, e.PID) > before {
 				if time.Now().After(deadline) {
-					t.Fatalf("%s: ember holds %d descriptors %v after the client left, %d before", tc.name, fdCount(t, e.pid), 5*time.Second, before)
+					t.Fatalf("%s: ember holds %d descriptors %v after the client left, %d before", tc.name, fdCount(t, e.PID), 5*time.Second, before)
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -168,7 +170,7 @@ func TestClientDisconnect(t *testing.T) {
 	var mc struct {
 		Mem int `json:"mem_size_mib"`
 	}
-	body := e.mustAPI("GET", "/machine-config", nil, http.StatusOK)
+	body := e.MustAPI("GET", "/machine-config", nil, http.StatusOK)
 	if err := json.Unmarshal([]byte(body), &mc); err != nil || (mc.Mem != 128 && (mc.Mem < 256 || mc.Mem > lastMem)) {
 		t.Errorf("GET /machine-config %s: mem_size_mib neither the default nor one of the abandoned PUTs (%v)", body, err)
 	}
@@ -176,7 +178,7 @@ func TestClientDisconnect(t *testing.T) {
 	// A half-sent request held open does not block its own connection's
 	// completion either: finish one and read the answer.
 	io.WriteString(held[0], "ept: application/json\r\n\r\n")
-	held[0].SetReadDeadline(time.Now().Add(apiTimeout))
+	held[0].SetReadDeadline(time.Now().Add(testember.APITimeout))
 	buf := make([]byte, 4096)
 	n, err := held[0].Read(buf)
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
@@ -190,10 +192,10 @@ func TestClientDisconnect(t *testing.T) {
 		t.Fatalf("witness after %d answers: %v", witnessN, witnessErr)
 	}
 	t.Logf("witness got %d answers", witnessN)
-	e.client.CloseIdleConnections()
-	for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.pid) > baseFDs+len(held); {
+	e.Client.CloseIdleConnections()
+	for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.PID) > baseFDs+len(held); {
 		if time.Now().After(deadline) {
-			t.Fatalf("ember holds %d descriptors, want %d", fdCount(t, e.pid), baseFDs+len(held))
+			t.Fatalf("ember holds %d descriptors, want %d", fdCount(t, e.PID), baseFDs+len(held))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -201,16 +203,16 @@ func TestClientDisconnect(t *testing.T) {
 	// Past the limit, Firecracker's answer: the 11th connection gets a 503
 	// and is closed, and the server goes on serving the other 10.
 	for len(held) < 10 {
-		before := fdCount(t, e.pid)
+		before := fdCount(t, e.PID)
 		c := dial()
 		io.WriteString(c, "GET / HTTP/1.1\r\n")
 		held = append(held, c)
-		for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.pid) == before && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); fdCount(t, e.PID) == before && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
 	}
 	extra := dial()
-	extra.SetReadDeadline(time.Now().Add(apiTimeout))
+	extra.SetReadDeadline(time.Now().Add(testember.APITimeout))
 	full, err := io.ReadAll(extra)
 	extra.Close()
 	const serverFull = "HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\nContent-Length: 40\r\n\r\n{ \"error\": \"Too many open connections\" }"
@@ -218,7 +220,7 @@ func TestClientDisconnect(t *testing.T) {
 		t.Errorf("11th connection: %q, %v; want %q", full, err, serverFull)
 	}
 	io.WriteString(held[9], "\r\n")
-	held[9].SetReadDeadline(time.Now().Add(apiTimeout))
+	held[9].SetReadDeadline(time.Now().Add(testember.APITimeout))
 	n, err = held[9].Read(buf)
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
 		t.Errorf("10th connection while full: %q, %v", buf[:n], err)
@@ -245,9 +247,9 @@ func TestClientDisconnect(t *testing.T) {
 		t.Errorf("ember has %d threads, %d before", threads, baseThreads)
 	}
 	t.Logf("descriptors %d → %d, threads %d → %d", baseFDs, fds, baseThreads, threads)
-	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	e.waitExit(exitTimeout)
+	e.WaitExit(testember.ExitTimeout)
 	assertClean(t, e, nil, "", "")
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
@@ -58,13 +59,13 @@ func (o *op) state() string {
 func rawDo(sock string, o *op) {
 	o.start = time.Now()
 	defer func() { o.end = time.Now() }()
-	c, err := net.DialTimeout("unix", sock, apiTimeout)
+	c, err := net.DialTimeout("unix", sock, testember.APITimeout)
 	if err != nil {
 		o.err = err
 		return
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(apiTimeout))
+	c.SetDeadline(time.Now().Add(testember.APITimeout))
 	req := o.method + " " + o.path + " HTTP/1.1\r\nAccept: application/json\r\n"
 	if o.body != "" {
 		req += fmt.Sprintf("Content-Type: application/json\r\nContent-Length: %d\r\n", len(o.body))
@@ -134,14 +135,14 @@ func hammerUntil(sock string, clients, n int, stop func() bool, pick func(client
 // the state GET / reports is one a PATCH that may precede it set.
 func TestConcurrentClients(t *testing.T) {
 	t.Parallel()
-	a := requireVM(t)
-	e := startEmber(t, startOpts{})
+	a := testember.RequireVM(t)
+	e := startEmber(t, testember.Options{})
 	const clients = 64
 	machine := `{"vcpu_count": 1, "mem_size_mib": 128}`
 	bootSrc, _ := json.Marshal(map[string]string{"kernel_image_path": a.Vmlinux, "initrd_path": a.Initramfs,
-		"boot_args": bootArgs(testguest.Counter(), testguest.End(testguest.EndWait))})
-	e.mustAPI("PUT", "/machine-config", machine, http.StatusNoContent)
-	e.mustAPI("PUT", "/boot-source", string(bootSrc), http.StatusNoContent)
+		"boot_args": testember.BootArgs(testguest.Counter(), testguest.End(testguest.EndWait))})
+	e.MustAPI("PUT", "/machine-config", machine, http.StatusNoContent)
+	e.MustAPI("PUT", "/boot-source", string(bootSrc), http.StatusNoContent)
 
 	var bad []string
 	fail := func(format string, args ...any) {
@@ -176,7 +177,7 @@ func TestConcurrentClients(t *testing.T) {
 	// Phase 1: before boot. Config PUTs succeed, PATCH and Ctrl-Alt-Del
 	// fail with Firecracker's pre-boot error, GETs answer.
 	t0 := time.Now()
-	ops := hammer(e.sock, clients, 12, func(_, _ int, r *rand.Rand) op {
+	ops := hammer(e.Sock, clients, 12, func(_, _ int, r *rand.Rand) op {
 		switch r.IntN(5) {
 		case 0:
 			return op{method: "PUT", path: "/machine-config", body: machine}
@@ -203,7 +204,7 @@ func TestConcurrentClients(t *testing.T) {
 	// Phase 2: every client sends InstanceStart once, amid config PUTs,
 	// PATCHes and GETs.
 	t0 = time.Now()
-	ops2 := hammer(e.sock, clients, 8, func(c, i int, r *rand.Rand) op {
+	ops2 := hammer(e.Sock, clients, 8, func(c, i int, r *rand.Rand) op {
 		if i == c%8 {
 			return action("InstanceStart")
 		}
@@ -260,7 +261,7 @@ func TestConcurrentClients(t *testing.T) {
 	// Phase 3: running. PATCHes pause and resume, everything else is
 	// refused after boot or answered.
 	t0 = time.Now()
-	ops3 := hammer(e.sock, clients, 16, func(_, _ int, r *rand.Rand) op {
+	ops3 := hammer(e.Sock, clients, 16, func(_, _ int, r *rand.Rand) op {
 		switch r.IntN(6) {
 		case 0:
 			return op{method: "PUT", path: "/machine-config", body: machine}
@@ -289,9 +290,9 @@ func TestConcurrentClients(t *testing.T) {
 
 	// Phase 4: shutdown. Resume, then Ctrl-Alt-Del while every client
 	// keeps asking until ember is gone.
-	e.mustAPI("PATCH", "/vm", `{"state": "Resumed"}`, http.StatusNoContent)
-	e.waitLineFrom(e.con.Len(), "EMBER-GUEST: tick", bootTimeout)
-	qemu := e.qemuPID()
+	e.MustAPI("PATCH", "/vm", `{"state": "Resumed"}`, http.StatusNoContent)
+	e.WaitLineFrom(e.Con.Len(), "EMBER-GUEST: tick", testember.BootTimeout)
+	qemu := e.QEMUPID()
 	dir := e.runtimeDir()
 	var cad op
 	var cadSent time.Time
@@ -301,7 +302,7 @@ func TestConcurrentClients(t *testing.T) {
 		cadSent = time.Now()
 		for {
 			cad = action("SendCtrlAltDel")
-			rawDo(e.sock, &cad)
+			rawDo(e.Sock, &cad)
 			if !cad.full {
 				break
 			}
@@ -311,7 +312,7 @@ func TestConcurrentClients(t *testing.T) {
 	}()
 	t0 = time.Now()
 	// Each client asks until ember is gone or its own request fails.
-	ops4 := hammerUntil(e.sock, clients, 300, e.exited, func(_, _ int, r *rand.Rand) op { return get(r) })
+	ops4 := hammerUntil(e.Sock, clients, 300, e.Exited, func(_, _ int, r *rand.Rand) op { return get(r) })
 	<-cadDone
 	for _, o := range ops4 {
 		if o.err == nil {
@@ -336,8 +337,8 @@ func TestConcurrentClients(t *testing.T) {
 		t.Errorf("%d or more inconsistent answers:\n%s", len(bad), strings.Join(bad, "\n"))
 		bad = nil
 	}
-	if code, sig := e.waitExit(exitTimeout); code != 0 || sig != 0 {
-		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.state)
+	if code, sig := e.WaitExit(testember.ExitTimeout); code != 0 || sig != 0 {
+		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.State())
 	}
 	t.Logf("phase 4 (shutdown): %d requests in %v", len(ops4), time.Since(t0))
 	full := 0

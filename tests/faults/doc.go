@@ -14,9 +14,8 @@
 // Firecracker's; where ember differs, the test fails.
 //
 // Knobs: EMBER_FAULTS_BIN runs a prebuilt ember instead of building
-// cmd/ember; EMBER_FAULTS_RACE=1 builds it with the race detector (or says
-// the prebuilt one has it), and a race report on any ember's stderr fails
-// the test that started it.
+// cmd/ember; EMBER_RACE=1 builds it with the race detector. A race report
+// on any ember's stderr fails the test that started it, whatever the build.
 //
 // The package has no non-test code besides this comment.
 package faults

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
@@ -30,36 +31,36 @@ func TestGuestKernelPanic(t *testing.T) {
 	t.Parallel()
 	t.Run("panic=1", func(t *testing.T) {
 		t.Parallel()
-		a := requireVM(t)
-		e := startEmber(t, startOpts{})
-		e.boot(a, 128, crash)
-		e.waitLine(panicLine, bootTimeout)
-		qemu := e.qemuPID()
+		a := testember.RequireVM(t)
+		e := startEmber(t, testember.Options{})
+		e.Boot(a, 128, crash)
+		e.WaitLine(panicLine, testember.BootTimeout)
+		qemu := e.QEMUPID()
 		dir := e.runtimeDir()
-		e.wantExit(0, exitTimeout)
+		e.WantExit(0, testember.ExitTimeout)
 		assertClean(t, e, []int{qemu}, dir, "")
 	})
 	t.Run("panic=0", func(t *testing.T) {
 		t.Parallel()
-		a := requireVM(t)
-		e := startEmber(t, startOpts{})
-		e.boot(a, 128, crash, "panic=0")
-		e.waitLine(panicLine, bootTimeout)
-		qemu := e.qemuPID()
+		a := testember.RequireVM(t)
+		e := startEmber(t, testember.Options{})
+		e.Boot(a, 128, crash, "panic=0")
+		e.WaitLine(panicLine, testember.BootTimeout)
+		qemu := e.QEMUPID()
 		dir := e.runtimeDir()
 		time.Sleep(3 * time.Second) // past panic=1's reboot delay
-		if e.exited() {
-			t.Fatalf("ember exited (%v) after a panic with panic=0", e.state)
+		if e.Exited() {
+			t.Fatalf("ember exited (%v) after a panic with panic=0", e.State())
 		}
-		if s := e.instanceState(); s != "Running" {
+		if s := e.InstanceState(); s != "Running" {
 			t.Errorf("state %q after the panic, want Running", s)
 		}
-		e.mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
-		e.mustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
-		if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		e.MustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+		e.MustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
+		if err := e.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code, sig := e.waitExit(exitTimeout); sig != syscall.SIGTERM {
+		if code, sig := e.WaitExit(testember.ExitTimeout); sig != syscall.SIGTERM {
 			t.Errorf("ember exited with code %d (signal %v), want death by SIGTERM", code, sig)
 		}
 		assertClean(t, e, []int{qemu}, dir, "")
@@ -100,28 +101,28 @@ func counter(m map[string]any, section, name string) float64 {
 // files are written again.
 func TestDiskFullMetricsAndLogs(t *testing.T) {
 	t.Parallel()
-	a := requireVM(t)
+	a := testember.RequireVM(t)
 	full := tmpfs(t, 64<<10)
 	logPath, metricsPath := filepath.Join(full, "ember.log"), filepath.Join(full, "metrics.json")
-	e := startEmber(t, startOpts{})
-	e.mustAPI("PUT", "/logger", map[string]any{"log_path": logPath, "level": "Info"}, http.StatusNoContent)
-	e.mustAPI("PUT", "/metrics", map[string]any{"metrics_path": metricsPath}, http.StatusNoContent)
+	e := startEmber(t, testember.Options{})
+	e.MustAPI("PUT", "/logger", map[string]any{"log_path": logPath, "level": "Info"}, http.StatusNoContent)
+	e.MustAPI("PUT", "/metrics", map[string]any{"metrics_path": metricsPath}, http.StatusNoContent)
 	// Pad the log to a page boundary first: then every line ember tries
 	// while the file system is full fails.
 	padLog(t, e, logPath)
 	filler := fill(t, full)
 	logBefore, _ := os.ReadFile(logPath)
 
-	e.boot(a, 128, testguest.End(testguest.EndWait))
-	e.waitLine(testguest.MarkerReady, bootTimeout)
-	qemu := e.qemuPID()
+	e.Boot(a, 128, testguest.End(testguest.EndWait))
+	e.WaitLine(testguest.MarkerReady, testember.BootTimeout)
+	qemu := e.QEMUPID()
 	dir := e.runtimeDir()
 	for range 20 {
-		if s := e.instanceState(); s != "Running" {
+		if s := e.InstanceState(); s != "Running" {
 			t.Fatalf("state %q, want Running", s)
 		}
 	}
-	code, body := e.api("PUT", "/actions", map[string]string{"action_type": "FlushMetrics"})
+	code, body := e.API("PUT", "/actions", map[string]string{"action_type": "FlushMetrics"})
 	const want = "Internal VMM error: Metrics error: Failed to write metrics: No space left on device (os error 28)"
 	if code != http.StatusBadRequest || faultMessage(body) != want {
 		t.Errorf("FlushMetrics on a full file system: %d %s, want 400 %q", code, body, want)
@@ -134,7 +135,7 @@ func TestDiskFullMetricsAndLogs(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	e.action("FlushMetrics")
+	e.Action("FlushMetrics")
 	lines := metricsLines(t, metricsPath)
 	if len(lines) == 0 {
 		t.Fatal("no metrics line after space came back")
@@ -148,13 +149,13 @@ func TestDiskFullMetricsAndLogs(t *testing.T) {
 		t.Errorf("logger.missed_log_count totals %v over %d lines, want at least 40", missed, len(lines))
 	}
 	t.Logf("logger.missed_log_count %v", missed)
-	e.mustAPI("GET", "/machine-config", nil, http.StatusOK)
+	e.MustAPI("GET", "/machine-config", nil, http.StatusOK)
 	if logNow, _ := os.ReadFile(logPath); !strings.Contains(string(logNow[len(logBefore):]), `Get request on "/machine-config"`) {
 		t.Errorf("no log line after space came back; log tail %q", logNow[len(logBefore):])
 	}
-	e.action("SendCtrlAltDel")
-	if code, sig := e.waitExit(exitTimeout); code != 0 || sig != 0 {
-		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.state)
+	e.Action("SendCtrlAltDel")
+	if code, sig := e.WaitExit(testember.ExitTimeout); code != 0 || sig != 0 {
+		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.State())
 	}
 	assertClean(t, e, []int{qemu}, dir, "")
 }
@@ -164,19 +165,19 @@ func TestDiskFullMetricsAndLogs(t *testing.T) {
 // when its tap fails; the guest's traffic just goes nowhere.
 func TestTapDeleted(t *testing.T) {
 	t.Parallel()
-	a := requireVM(t)
-	ns := newNetns(t)
+	a := testember.RequireVM(t)
+	ns := testember.NewNetns(t, "ember-faults-")
 	const tap = "fttap0"
 	addTap(t, ns, tap)
-	ip(t, "-n", ns, "addr", "add", "10.0.0.1/30", "dev", tap)
-	ip(t, "-n", ns, "link", "set", tap, "up")
-	e := startEmber(t, startOpts{netns: ns})
-	e.mustAPI("PUT", "/network-interfaces/eth0", map[string]string{"iface_id": "eth0", "host_dev_name": tap}, http.StatusNoContent)
-	e.boot(a, 128, testguest.Net("10.0.0.2/30"), testguest.Ping("10.0.0.1"),
+	testember.IP(t, "-n", ns, "addr", "add", "10.0.0.1/30", "dev", tap)
+	testember.IP(t, "-n", ns, "link", "set", tap, "up")
+	e := startEmber(t, testember.Options{Netns: ns})
+	e.MustAPI("PUT", "/network-interfaces/eth0", map[string]string{"iface_id": "eth0", "host_dev_name": tap}, http.StatusNoContent)
+	e.Boot(a, 128, testguest.Net("10.0.0.2/30"), testguest.Ping("10.0.0.1"),
 		testguest.Script("ping -i 0.2 10.0.0.1 >/dev/null 2>&1 &"), testguest.Counter(), testguest.End(testguest.EndWait))
-	e.waitLine("EMBER-GUEST: ping ok", bootTimeout)
-	e.waitLine("EMBER-GUEST: tick 5", bootTimeout)
-	qemu := e.qemuPID()
+	e.WaitLine("EMBER-GUEST: ping ok", testember.BootTimeout)
+	e.WaitLine("EMBER-GUEST: tick 5", testember.BootTimeout)
+	qemu := e.QEMUPID()
 	dir := e.runtimeDir()
 	// QEMU's CPU use and read calls over 2 s, before and after: it must
 	// not spin on the dead descriptor.
@@ -187,19 +188,19 @@ func TestTapDeleted(t *testing.T) {
 	}
 	cpuBefore, readsBefore := rate()
 
-	ip(t, "-n", ns, "link", "del", tap)
-	from := e.con.Len()
+	testember.IP(t, "-n", ns, "link", "del", tap)
+	from := e.Con.Len()
 	// The guest goes on: 20 more ticks (2 s of guest time) after the deletion.
-	i, _ := e.waitLineFrom(from, "EMBER-GUEST: tick", exitTimeout)
+	i, _ := e.WaitLineFrom(from, "EMBER-GUEST: tick", testember.ExitTimeout)
 	var first int
-	fmt.Sscanf(e.con.Lines()[i][strings.Index(e.con.Lines()[i], "tick"):], "tick %d", &first)
-	e.waitLineFrom(from, fmt.Sprintf("EMBER-GUEST: tick %d", first+20), bootTimeout)
-	if s := e.instanceState(); s != "Running" {
+	fmt.Sscanf(e.Con.Lines()[i][strings.Index(e.Con.Lines()[i], "tick"):], "tick %d", &first)
+	e.WaitLineFrom(from, fmt.Sprintf("EMBER-GUEST: tick %d", first+20), testember.BootTimeout)
+	if s := e.InstanceState(); s != "Running" {
 		t.Errorf("state %q after the tap went away, want Running", s)
 	}
-	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
-	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
-	e.mustAPI("GET", "/vm/config", nil, http.StatusOK)
+	e.MustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+	e.MustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
+	e.MustAPI("GET", "/vm/config", nil, http.StatusOK)
 	cpuAfter, readsAfter := rate()
 	if os.Getenv("EMBER_FAULTS_STRACE") != "" {
 		out, _ := exec.Command("timeout", "-s", "INT", "3", "strace", "-c", "-f", "-p", fmt.Sprint(qemu)).CombinedOutput()
@@ -209,12 +210,12 @@ func TestTapDeleted(t *testing.T) {
 	if readsAfter > 4*readsBefore+1000 {
 		t.Errorf("QEMU spins on the deleted tap: %d read calls per 2 s after, %d before (CPU ticks %d after, %d before)", readsAfter, readsBefore, cpuAfter, cpuBefore)
 	}
-	if linkExists(t, ns, tap) {
+	if testember.LinkExists(t, ns, tap) {
 		t.Errorf("tap %s came back", tap)
 	}
-	e.action("SendCtrlAltDel")
-	if code, sig := e.waitExit(exitTimeout); code != 0 || sig != 0 {
-		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.state)
+	e.Action("SendCtrlAltDel")
+	if code, sig := e.WaitExit(testember.ExitTimeout); code != 0 || sig != 0 {
+		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.State())
 	}
 	assertClean(t, e, []int{qemu}, dir, ns, tap)
 }
@@ -258,17 +259,17 @@ func cpuTicks(t *testing.T, pid int) int {
 // the paused VM resumes and runs on.
 func TestDiskFullSnapshot(t *testing.T) {
 	t.Parallel()
-	a := requireVM(t)
+	a := testember.RequireVM(t)
 	full := tmpfs(t, 1<<20)
-	e := startEmber(t, startOpts{})
-	e.boot(a, 128, testguest.Counter(), testguest.End(testguest.EndWait))
-	e.waitLine("EMBER-GUEST: tick 3", bootTimeout)
-	qemu := e.qemuPID()
+	e := startEmber(t, testember.Options{})
+	e.Boot(a, 128, testguest.Counter(), testguest.End(testguest.EndWait))
+	e.WaitLine("EMBER-GUEST: tick 3", testember.BootTimeout)
+	qemu := e.QEMUPID()
 	dir := e.runtimeDir()
 	filler := fill(t, full)
-	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
+	e.MustAPI("PATCH", "/vm", map[string]string{"state": "Paused"}, http.StatusNoContent)
 	snap, mem := filepath.Join(full, "vm.snap"), filepath.Join(full, "vm.mem")
-	code, body := e.api("PUT", "/snapshot/create", map[string]string{"snapshot_path": snap, "mem_file_path": mem})
+	code, body := e.API("PUT", "/snapshot/create", map[string]string{"snapshot_path": snap, "mem_file_path": mem})
 	if msg := faultMessage(body); strings.Contains(msg, "does not support snapshots") {
 		t.Skipf("SKIPPING: the qemu backend cannot create snapshots yet (%q), so a snapshot on a full disk is NOT tested", msg)
 	}
@@ -293,12 +294,12 @@ func TestDiskFullSnapshot(t *testing.T) {
 		}
 		t.Logf("left in the full file system: %s", ent.Name())
 	}
-	e.mustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
-	from := e.con.Len()
-	e.waitLineFrom(from, "EMBER-GUEST: tick", exitTimeout)
-	e.action("SendCtrlAltDel")
-	if code, sig := e.waitExit(exitTimeout); code != 0 || sig != 0 {
-		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.state)
+	e.MustAPI("PATCH", "/vm", map[string]string{"state": "Resumed"}, http.StatusNoContent)
+	from := e.Con.Len()
+	e.WaitLineFrom(from, "EMBER-GUEST: tick", testember.ExitTimeout)
+	e.Action("SendCtrlAltDel")
+	if code, sig := e.WaitExit(testember.ExitTimeout); code != 0 || sig != 0 {
+		t.Errorf("ember ended with %v after Ctrl-Alt-Del, want exit 0", e.State())
 	}
 	assertClean(t, e, []int{qemu}, dir, "")
 }
@@ -319,7 +320,7 @@ func padLog(t *testing.T, e *ember, path string) {
 	}
 	put := func(blanks int) {
 		body := `{"vcpu_count": 1,` + strings.Repeat(" ", blanks) + `"mem_size_mib": 128}`
-		e.mustAPI("PUT", "/machine-config", body, http.StatusNoContent)
+		e.MustAPI("PUT", "/machine-config", body, http.StatusNoContent)
 	}
 	const page = 4096
 	s0 := size()

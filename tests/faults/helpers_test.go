@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,39 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// do sends one request and returns the status and body, or the error a
-// client sees; unlike api it never touches t, so goroutines may call it.
-func (e *ember) do(method, path string, body any) (int, string, error) {
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			return 0, "", err
-		}
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, "http://localhost"+path, rd)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Accept", "application/json")
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := e.client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
+	"github.com/ember-vmm/ember/internal/testember"
+)
 
 // faultMessage is the fault_message of a Firecracker error body.
 func faultMessage(body string) string {
@@ -143,10 +111,10 @@ func (l leftovers) empty() bool { return len(l.procs)+len(l.dirs)+len(l.taps) ==
 func assertClean(t *testing.T, e *ember, desc []int, runtimeDir, ns string, createdTaps ...string) {
 	t.Helper()
 	var l leftovers
-	l.procs = waitGone(desc, goneTimeout)
-	l.dirs, _ = runtimeDirs(e.pid)
+	l.procs = testember.WaitGone(desc, testember.GoneTimeout)
+	l.dirs, _ = testember.RuntimeDirs(e.PID)
 	for _, tap := range createdTaps {
-		if linkExists(t, ns, tap) {
+		if testember.LinkExists(t, ns, tap) {
 			l.taps = append(l.taps, tap)
 		}
 	}
@@ -154,7 +122,7 @@ func assertClean(t *testing.T, e *ember, desc []int, runtimeDir, ns string, crea
 		l.procs = append(l.procs, procsNaming(runtimeDir)...)
 	}
 	if !l.empty() {
-		t.Errorf("ember (pid %d) left behind: processes %v, runtime directories %v, taps %v", e.pid, l.procs, l.dirs, l.taps)
+		t.Errorf("ember (pid %d) left behind: processes %v, runtime directories %v, taps %v", e.PID, l.procs, l.dirs, l.taps)
 	}
 }
 
@@ -168,7 +136,7 @@ func procsNaming(s string) []int {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(s)) && alive(pid) {
+		if err == nil && bytes.Contains(b, []byte(s)) && testember.Alive(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -177,14 +145,14 @@ func procsNaming(s string) []int {
 
 // runtimeDir returns ember's runtime directory, waiting briefly for it.
 func (e *ember) runtimeDir() string {
-	e.t.Helper()
-	deadline := time.Now().Add(goneTimeout)
+	e.T.Helper()
+	deadline := time.Now().Add(testember.GoneTimeout)
 	for {
-		if dirs, _ := runtimeDirs(e.pid); len(dirs) == 1 {
+		if dirs, _ := testember.RuntimeDirs(e.PID); len(dirs) == 1 {
 			return dirs[0]
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("ember (pid %d) has no single runtime directory", e.pid)
+			e.T.Fatalf("ember (pid %d) has no single runtime directory", e.PID)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
