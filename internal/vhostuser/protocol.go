@@ -81,9 +81,23 @@ const (
 // the device.
 const FeatureProtocolFeatures = 30
 
+// FeatureLogAll is VHOST_F_LOG_ALL, the transport bit by which a back-end
+// says it can log its writes to guest memory for a migration. QEMU refuses
+// to migrate a VM whose vhost-user device lacks it or the LOG_SHMFD
+// protocol feature. ember offers both without keeping a log: it migrates
+// a VM only with guest RAM shared and left out of QEMU's stream
+// (x-ignore-shared), so no dirty log is ever read, and only while the VM
+// is paused, when QEMU has stopped the device's queues.
+const FeatureLogAll = 26
+
+// transportFeatures are the feature bits between front-end and back-end
+// that the device model never sees.
+const transportFeatures = 1<<FeatureProtocolFeatures | 1<<FeatureLogAll
+
 // Protocol feature bits.
 const (
 	ProtoMQ          = 0
+	ProtoLogShmfd    = 1
 	ProtoReplyAck    = 3
 	ProtoBackendReq  = 5
 	ProtoConfig      = 9
@@ -92,7 +106,7 @@ const (
 )
 
 // offeredProtocol is every protocol feature ember implements.
-const offeredProtocol = 1<<ProtoMQ | 1<<ProtoReplyAck | 1<<ProtoBackendReq |
+const offeredProtocol = 1<<ProtoMQ | 1<<ProtoLogShmfd | 1<<ProtoReplyAck | 1<<ProtoBackendReq |
 	1<<ProtoConfig | 1<<ProtoResetDevice | 1<<ProtoStatus
 
 // Limits.
@@ -114,6 +128,7 @@ const (
 	memRegionSize  = 32
 	vringAddrSize  = 40
 	vringStateSize = 8
+	logBaseSize    = 16 // mmap_size, mmap_offset
 	configHdrSize  = 12
 	vringIndexMask = 0xff
 	vringNoFd      = 1 << 8 // VHOST_USER_VRING_NOFD_MASK
@@ -219,6 +234,9 @@ func shapeOf(r Request) (shape, bool) {
 		return shape{size: -1}, true
 	case ReqSetBackendReqFd:
 		return shape{size: 0, fds: 1}, true
+	case ReqSetLogBase:
+		// The log's shared memory (LOG_SHMFD).
+		return shape{size: logBaseSize, fds: 1}, true
 	}
 	return shape{}, false
 }
@@ -247,6 +265,8 @@ func decode(h header, body []byte, nfds int) (message, error) {
 	switch h.Request {
 	case ReqSetFeatures, ReqSetProtocolFeatures, ReqSetStatus:
 		m.U64 = le.Uint64(body)
+	case ReqSetLogBase:
+		m.U64 = le.Uint64(body) // the log's size
 	case ReqSetVringNum, ReqSetVringBase, ReqGetVringBase, ReqSetVringEnable:
 		m.State = [2]uint32{le.Uint32(body), le.Uint32(body[4:])}
 		if m.State[0] >= MaxQueues {

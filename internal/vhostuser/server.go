@@ -33,8 +33,10 @@
 // own maximum, since the front-end's transport decides what the driver
 // sees.
 //
-// Limits: dirty logging (migration), IOTLB, inflight tracking and memory
-// slots are not offered.
+// Migration: VHOST_F_LOG_ALL is offered so that QEMU will migrate the VM,
+// but no dirty log is kept (see FeatureLogAll for why none is needed).
+//
+// Limits: IOTLB, inflight tracking and memory slots are not offered.
 package vhostuser
 
 import (
@@ -126,7 +128,7 @@ type Server struct {
 // NewServer returns a server for dev.
 func NewServer(dev virtio.Device, opts Options) *Server {
 	s := &Server{dev: dev, opts: opts, log: opts.Log, maxSizes: dev.QueueMaxSizes()}
-	s.offered = dev.Features() | virtio.Bit(FeatureProtocolFeatures)
+	s.offered = dev.Features() | transportFeatures
 	s.rings = make([]ring, len(s.maxSizes))
 	for i := range s.rings {
 		s.rings[i].call = &callFd{fd: -1}
@@ -223,7 +225,8 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 		if m.U64&^s.offered != 0 {
 			return nil, fmt.Errorf("%w: features %#x were not offered (%#x)", ErrProtocol, m.U64, s.offered)
 		}
-		if s.active.Load() && m.U64 != s.features {
+		// QEMU turns logging on and off on a running device.
+		if s.active.Load() && (m.U64^s.features)&^virtio.Bit(FeatureLogAll) != 0 {
 			return nil, fmt.Errorf("%w: changing features %#x to %#x on an active device", ErrUnsupported, s.features, m.U64)
 		}
 		s.features, s.lastFeatures = m.U64, m.U64
@@ -257,6 +260,11 @@ func (s *Server) exec(m message, fds []int) (reply []byte, err error) {
 		return nil, nil
 	case ReqSetMemTable:
 		return nil, s.setMemTable(m, fds)
+	case ReqSetLogBase:
+		// See FeatureLogAll: nothing is logged, so the log is not mapped
+		// (handle closes its fd). The front-end waits for this reply.
+		s.log.Debugf("vhost-user: dirty log of %d bytes offered; guest RAM is shared, nothing to log", m.U64)
+		return u64Body(0), nil
 	case ReqSetVringNum, ReqSetVringBase, ReqSetVringAddr:
 		return nil, s.setVring(m)
 	case ReqGetVringBase:
@@ -531,7 +539,7 @@ func (s *Server) activate() error {
 	if s.mem == nil {
 		return fmt.Errorf("%w: no memory table", ErrProtocol)
 	}
-	if f := s.features &^ s.dev.Features() &^ virtio.Bit(FeatureProtocolFeatures); f != 0 {
+	if f := s.features &^ s.dev.Features() &^ transportFeatures; f != 0 {
 		return fmt.Errorf("%w: features %#x", ErrProtocol, f)
 	}
 	queues := make([]*virtio.Queue, len(s.rings))
@@ -569,7 +577,7 @@ func (s *Server) activate() error {
 	act := virtio.Activation{
 		Mem:       s.mem,
 		Queues:    queues,
-		Features:  s.features &^ virtio.Bit(FeatureProtocolFeatures),
+		Features:  s.features &^ transportFeatures,
 		Transport: &transport{s: s, gen: s.gen},
 	}
 	resumed := false

@@ -249,7 +249,7 @@ func TestHandshake(t *testing.T) {
 	cl := startServer(t, dev)
 	cl.send(ReqSetOwner, nil)
 	f := cl.u64(ReqGetFeatures)
-	if want := dev.Features() | virtio.Bit(FeatureProtocolFeatures); f != want {
+	if want := dev.Features() | virtio.Bit(FeatureProtocolFeatures) | virtio.Bit(FeatureLogAll); f != want {
 		t.Errorf("GET_FEATURES = %#x, want %#x", f, want)
 	}
 	p := cl.u64(ReqGetProtocolFeatures)
@@ -458,6 +458,16 @@ func TestQueueRoundTrip(t *testing.T) {
 					t.Errorf("used.idx = %d, want %d", idx, i+1)
 				}
 			}
+			// QEMU turns dirty logging on and off on a running device for a
+			// migration: the device keeps running and never sees the bit.
+			if r := cl.call(ReqSetLogBase, 0, append(u64(4096), u64(0)...), eventfd(t)); string(r) != string(u64(0)) {
+				t.Fatalf("SET_LOG_BASE reply %x", r)
+			}
+			ack(ReqSetFeatures, u64(feat|virtio.Bit(FeatureLogAll)))
+			ack(ReqSetFeatures, u64(feat))
+			if a2 := dev.activation(); a2 == nil || dev.acts != 1 || a2.Features != dev.Features() {
+				t.Fatalf("toggling LOG_ALL: activations %d, features %v", dev.acts, a2)
+			}
 			// Published but not kicked, and the device is stopped: the base
 			// says where it stopped, counting what it never took.
 			g.publish(3, 6, 1)
@@ -523,7 +533,9 @@ func TestMalformed(t *testing.T) {
 		{"short body then EOF", append(hdr(ReqSetFeatures, version, 8), 1, 2, 3), 0, ErrMalformed},
 		{"header cut", hdr(ReqGetFeatures, version, 0)[:7], 0, ErrMalformed},
 		{"unknown request", hdr(99, version, 0), 0, ErrUnknownRequest},
-		{"log base not offered", rawMsg(ReqSetLogBase, version, make([]byte, 16)), 1, ErrUnknownRequest},
+		{"log base without its fd", rawMsg(ReqSetLogBase, version, make([]byte, 16)), 0, ErrMalformed},
+		{"log base too short", rawMsg(ReqSetLogBase, version, make([]byte, 8)), 1, ErrMalformed},
+		{"log fd", rawMsg(ReqSetLogFd, version, nil), 1, ErrUnknownRequest},
 		{"u64 too long", rawMsg(ReqSetFeatures, version, make([]byte, 9)), 0, ErrMalformed},
 		{"u64 too short", rawMsg(ReqSetFeatures, version, make([]byte, 4)), 0, ErrMalformed},
 		{"owner with body", rawMsg(ReqSetOwner, version, make([]byte, 8)), 0, ErrMalformed},
@@ -546,7 +558,7 @@ func TestMalformed(t *testing.T) {
 		{"config offset wraps", rawMsg(ReqGetConfig, version, configBody(config{Offset: ^uint32(0), Size: 4}, make([]byte, 4))), 0, ErrMalformed},
 		{"config without the feature", rawMsg(ReqGetConfig, version, configBody(config{Size: 4}, make([]byte, 4))), 0, ErrProtocol},
 		{"features not offered", rawMsg(ReqSetFeatures, version, u64(1<<40)), 0, ErrProtocol},
-		{"protocol features not offered", rawMsg(ReqSetProtocolFeatures, version, u64(1<<1)), 0, ErrProtocol},
+		{"protocol features not offered", rawMsg(ReqSetProtocolFeatures, version, u64(1<<2)), 0, ErrProtocol},
 		{"status too big", rawMsg(ReqSetStatus, version, u64(0x100)), 0, ErrProtocol},
 		{"backend fd missing", rawMsg(ReqSetBackendReqFd, version, nil), 0, ErrMalformed},
 		{"backend fd not a socket", rawMsg(ReqSetBackendReqFd, version, nil), 1, ErrProtocol},
