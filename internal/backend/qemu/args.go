@@ -242,19 +242,8 @@ func buildPlan(spec *hypervisor.Spec, in launchInputs) (*plan, error) {
 		}
 		machine += ",memory-backend=ram"
 	case usesVhostUser(spec):
-		// A vhost-user back-end maps guest RAM itself: it must be a memfd
-		// shared with ember, in 2 MiB huge pages when asked.
-		obj := map[string]any{
-			"qom-type": "memory-backend-memfd", "id": "ram",
-			"size": spec.MemMiB << 20, "share": true,
-		}
-		if spec.HugePages == hypervisor.HugePages2M {
-			obj["hugetlb"], obj["hugetlbsize"] = true, 2<<20
-		}
-		if err := p.addJSON("-object", obj); err != nil {
-			return nil, err
-		}
-		machine += ",memory-backend=ram"
+		// vhost-user back-ends map guest RAM through ember's memfd.
+		return nil, fmt.Errorf("qemu: devices over vhost-user need guest RAM ember shares")
 	case spec.HugePages == hypervisor.HugePages2M:
 		if err := p.addJSON("-object", map[string]any{
 			"qom-type": "memory-backend-memfd", "id": "ram",

@@ -20,6 +20,9 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // inputsFor fills launch inputs with placeholders matching spec.
 func inputsFor(spec *hypervisor.Spec, a accel, tsc uint64) launchInputs {
 	in := launchInputs{Accel: a, TSCkHz: tsc}
+	if usesVhostUser(spec) {
+		in.RAM = tapPlaceholder // as guestRAM's memfd
+	}
 	for i := range spec.Drives {
 		in.DriveSerials = append(in.DriveSerials, "2049"+strings.Repeat("0", i)+"1234")
 	}

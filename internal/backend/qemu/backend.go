@@ -238,7 +238,7 @@ func (b *Backend) launch(ctx context.Context, spec *hypervisor.Spec, env hypervi
 
 	m := newMachine(spec, env, p)
 	m.godevs = gd
-	m.snap = &snapState{ram: ram, accel: acc, macs: in.MACs}
+	m.snap = &snapState{ram: ram, accel: acc, macs: in.MACs, blocked: unmigratable(spec)}
 	if resetLog != nil {
 		// The machine keeps its own descriptor to read the log back.
 		if m.resetLog, err = dupFile(resetLog); err != nil {

@@ -43,8 +43,12 @@ import (
 // tracking is off. QEMU exposes no dirty log of its own guest RAM, so
 // track_dirty_pages stays unsupported.
 //
-// Not covered: VMs with devices ember runs over vhost-user (vsock, MMDS,
-// rate limiters), whose state QEMU cannot migrate, and huge_pages Transparent,
+// Devices ember runs over vhost-user map the same memfd. Drives and
+// interfaces among them migrate (see unmigratable); vsock and the
+// rate-limited entropy device do not.
+//
+// Not covered: VMs with vsock or a rate-limited entropy device (QEMU 7.2
+// cannot migrate their vhost-user devices), and huge_pages Transparent,
 // where guest RAM is QEMU's anonymous memory (a memfd would lose the huge
 // pages on hosts whose shmem THP policy is "never").
 
@@ -80,7 +84,9 @@ type snapState struct {
 	ram   *snapRAM // nil: QEMU owns guest RAM, no snapshots
 	accel accel
 	macs  []string
-	mu    sync.Mutex // one snapshot at a time
+	// blocked says why QEMU cannot save this VM (nil if it can).
+	blocked error
+	mu      sync.Mutex // one snapshot at a time
 	// last is the device state of the last snapshot. QEMU refuses a
 	// second migration until the guest has run again ("postmigrate"),
 	// and until then its state is the same, so a second snapshot of the
@@ -204,12 +210,29 @@ func (m *machine) SaveSnapshot(ctx context.Context, req hypervisor.SaveRequest, 
 // snapshotable says why this machine cannot be saved, if it cannot.
 func (m *machine) snapshotable() error {
 	switch {
-	case m.godevs != nil:
-		return hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters (their devices run in ember over vhost-user, whose state QEMU cannot save)")
+	case m.snap != nil && m.snap.blocked != nil:
+		return m.snap.blocked
 	case m.snap == nil || m.snap.ram == nil:
 		return hypervisor.Unsupported(Name, "snapshots of a VM with huge_pages Transparent (its guest RAM is QEMU's own anonymous memory)")
 	}
 	return m.ended()
+}
+
+// unmigratable says why QEMU cannot save a VM spec describes, if it
+// cannot. Drives and interfaces whose devices run in ember over vhost-user
+// migrate: QEMU's virtio-net and vhost-user-blk carry the transport and
+// queue positions, and ember's devices keep no other state a snapshot
+// needs (their rate limiters start full after a load, on kvm too). QEMU
+// 7.2's vhost-user-vsock-device and vhost-user-rng cannot be migrated at
+// all.
+func unmigratable(spec *hypervisor.Spec) error {
+	switch {
+	case spec.Vsock != nil:
+		return hypervisor.Unsupported(Name, "snapshots of a VM with vsock (QEMU's vhost-user-vsock-device, through which ember's vsock device runs, cannot be migrated)")
+	case goEntropy(spec.Entropy):
+		return hypervisor.Unsupported(Name, "snapshots of a VM with a rate-limited entropy device (QEMU's vhost-user-rng, through which ember's limited entropy device runs, cannot be migrated)")
+	}
+	return nil
 }
 
 // ignoreShared keeps guest RAM (shared) out of QEMU's migration stream.
@@ -306,8 +329,8 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 	if err := checkMachine(spec); err != nil {
 		return nil, err
 	}
-	if usesVhostUser(spec) {
-		return nil, hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters")
+	if err := unmigratable(spec); err != nil {
+		return nil, err
 	}
 	if req.ClockRealtime {
 		// QEMU's stream restores the guest clock where it stopped and has

@@ -20,9 +20,9 @@ import (
 const snapshotsSupported = true
 
 // guestRAM creates guest RAM for spec as a memfd, filled from the memory
-// file when restoring. It returns nil where snapshots are refused anyway
-// and QEMU keeps its own RAM: huge_pages Transparent (anonymous memory)
-// and VMs with devices over vhost-user (QEMU's own memfd).
+// file when restoring. It returns nil for huge_pages Transparent, where
+// QEMU keeps its own anonymous RAM and snapshots are refused. vhost-user
+// back-ends map the same memfd: QEMU passes them its descriptor.
 func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 	if spec.HugePages == hypervisor.HugePagesTransparent {
 		if rs != nil {
@@ -30,11 +30,10 @@ func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 		}
 		return nil, nil
 	}
-	if usesVhostUser(spec) {
-		if rs != nil {
-			return nil, hypervisor.Unsupported(Name, "snapshots of a VM with vsock, MMDS or rate limiters")
+	if rs != nil {
+		if err := unmigratable(spec); err != nil {
+			return nil, err
 		}
-		return nil, nil
 	}
 	size := spec.MemMiB << 20
 	flags := unix.MFD_CLOEXEC

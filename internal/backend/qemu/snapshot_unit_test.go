@@ -190,28 +190,41 @@ func statBlocks(fi os.FileInfo) int64 {
 	return 0
 }
 
-// TestSnapshotable: a VM whose devices run in ember over vhost-user, or
-// whose RAM QEMU owns, is refused as unsupported, naming why.
+// TestSnapshotable: a VM with a device QEMU cannot migrate (vsock, a
+// limited entropy device), or whose RAM QEMU owns, is refused as
+// unsupported, naming why; drives and interfaces on ember's devices are
+// not in the way.
 func TestSnapshotable(t *testing.T) {
+	lim := &hypervisor.RateLimiter{Ops: &hypervisor.TokenBucket{Size: 10, RefillTimeMs: 100}}
+	withVsock, withRng, goNetDrive := minimalSpec(), minimalSpec(), minimalSpec()
+	withVsock.Vsock = &hypervisor.Vsock{GuestCID: 3, UDSPath: "/v.sock"}
+	withRng.Entropy = &hypervisor.Entropy{RateLimiter: lim}
+	goNetDrive.Nets = []hypervisor.Net{{ID: "eth0", Tap: tapPlaceholder, MMDS: &hypervisor.MMDS{Version: "V2"}, RxLimiter: lim}}
+	goNetDrive.Drives = []hypervisor.Drive{{ID: "d", PathOnHost: "/d.img", RateLimiter: lim}}
 	tests := []struct {
 		name string
 		m    *machine
-		want string
+		want string // "" for no refusal
 	}{
-		{"vhost-user devices", &machine{godevs: &goDevices{}, snap: &snapState{ram: &snapRAM{}}}, "vsock, MMDS or rate limiters"},
+		{"vsock", &machine{snap: &snapState{ram: &snapRAM{}, blocked: unmigratable(withVsock)}}, "vhost-user-vsock-device"},
+		{"limited entropy", &machine{snap: &snapState{ram: &snapRAM{}, blocked: unmigratable(withRng)}}, "vhost-user-rng"},
 		{"transparent huge pages", &machine{snap: &snapState{}}, "huge_pages Transparent"},
+		{"MMDS, limited interface and drive", &machine{procDone: make(chan struct{}), done: make(chan struct{}), godevs: &goDevices{}, snap: &snapState{ram: &snapRAM{}, blocked: unmigratable(goNetDrive)}}, ""},
 	}
 	for _, tc := range tests {
 		err := tc.m.snapshotable()
-		if !errors.Is(err, hypervisor.ErrNotSupported) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v", tc.name, err)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v, want no refusal", tc.name, err)
+		case tc.want != "" && (!errors.Is(err, hypervisor.ErrNotSupported) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want a refusal naming %q", tc.name, err, tc.want)
 		}
 	}
-	spec := minimalSpec()
-	spec.Nets = []hypervisor.Net{{ID: "eth0", Tap: tapPlaceholder, MMDS: &hypervisor.MMDS{Version: "V2"}}}
-	_, err := (&Backend{}).Restore(ctxT(t), spec, hypervisor.Env{}, &snapshot.File{}, hypervisor.RestoreRequest{MemPath: "/nonexistent"})
-	if !errors.Is(err, hypervisor.ErrNotSupported) {
-		t.Errorf("restoring a VM with MMDS: %v", err)
+	for _, spec := range []*hypervisor.Spec{withVsock, withRng} {
+		_, err := (&Backend{}).Restore(ctxT(t), spec, hypervisor.Env{}, &snapshot.File{}, hypervisor.RestoreRequest{MemPath: "/nonexistent"})
+		if !errors.Is(err, hypervisor.ErrNotSupported) {
+			t.Errorf("restoring a VM with vsock %v, entropy %v: %v", spec.Vsock != nil, spec.Entropy != nil, err)
+		}
 	}
 }
 
