@@ -1,0 +1,7 @@
+//go:build linux
+
+package uffd
+
+import "unsafe"
+
+func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
