@@ -65,6 +65,7 @@ type Capabilities struct {
 	SerialRateLimiter  bool
 	Snapshot           bool
 	DiffSnapshot       bool
+	SnapshotUffd       bool // loads with mem_backend Uffd
 	Balloon            bool
 	BalloonStats       bool
 	FreePageHinting    bool

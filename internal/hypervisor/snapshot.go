@@ -53,8 +53,13 @@ type Restorer interface {
 type RestoreRequest struct {
 	// MemPath is the memory file (mem_backend File). Guest RAM maps it
 	// privately, so the guest's writes never reach the file and several
-	// VMs may restore from one file at once.
+	// VMs may restore from one file at once. With Uffd it is the Unix
+	// socket of a page-fault handler instead.
 	MemPath string
+	// Uffd is mem_backend Uffd: guest RAM starts empty, registered with a
+	// userfaultfd that is handed to the handler at MemPath, which fills
+	// each page when it is first touched.
+	Uffd bool
 	// HugePages is the load's huge_pages ("" or "Snapshot": as saved).
 	HugePages HugePages
 	// ClockRealtime is the load's clock_realtime: the guest's clock moves

@@ -140,7 +140,8 @@ func (c *Controller) loadSnapshot(ctx context.Context, p vmconfig.LoadSnapshotPa
 	if err := applyOverrides(&cfg, p); err != nil {
 		return err
 	}
-	if p.MemBackend.BackendType == vmconfig.MemBackendUffd {
+	uffd := p.MemBackend.BackendType == vmconfig.MemBackendUffd
+	if uffd && !c.res.Caps.SnapshotUffd {
 		return errors.New(memoryFailed + "Error creating guest memory from uffd: " + hypervisor.Unsupported(c.res.Backend, "the Uffd memory backend").Error())
 	}
 	hp, err := restoreHugePages(cfg.MachineConfig, p)
@@ -158,7 +159,7 @@ func (c *Controller) loadSnapshot(ctx context.Context, p vmconfig.LoadSnapshotPa
 	if err != nil {
 		return errors.New(buildFailed + err.Error())
 	}
-	req := hypervisor.RestoreRequest{MemPath: string(p.MemBackend.BackendPath), HugePages: hypervisor.HugePages(hp), ClockRealtime: p.ClockRealtime}
+	req := hypervisor.RestoreRequest{MemPath: string(p.MemBackend.BackendPath), Uffd: uffd, HugePages: hypervisor.HugePages(hp), ClockRealtime: p.ClockRealtime}
 	m, err := r.Restore(ctx, spec, env, f, req)
 	if err != nil {
 		console.Close()

@@ -53,6 +53,9 @@ var kvmTests = []struct {
 	{"SnapshotDiff", testSnapshotDiff},
 	{"SnapshotVsockMMDS", testSnapshotVsockMMDS},
 	{"SnapshotClockRealtime", testSnapshotClockRealtime},
+	{"SnapshotGoDevices", testSnapshotGoDevices},
+	{"SnapshotUffd", testSnapshotUffd},
+	{"SnapshotUffd2M", kvmSnapshotUffd2M},
 	{"EntropyRateLimiter", testEntropyRateLimiter},
 }
 

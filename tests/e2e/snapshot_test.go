@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -17,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-vmm/ember/internal/nested"
 	"github.com/ember-vmm/ember/internal/testguest"
+	"github.com/ember-vmm/ember/internal/uffd"
 )
 
 // The snapshot tests are backend neutral: TestSnapshot* run them on qemu,
@@ -755,4 +758,149 @@ func testSnapshotGoDevices(t *testing.T) {
 		t.Errorf("the drive's first sector reads %q after the guest wrote blk %d; want the restored guest's writes in the file", head, want)
 	}
 	t.Logf("drive: blk %d before the snapshot, %d in the file after the load", blkBefore, got)
+}
+
+func TestSnapshotUffd(t *testing.T) { testSnapshotUffd(t) }
+
+// uffdHandler is a page-fault handler serving one memory file to every
+// VMM that connects to its socket, as Firecracker's example handlers do.
+type uffdHandler struct {
+	sock   string
+	served sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+	conns  int
+}
+
+// startUffdHandler listens at a new socket and serves mem from there
+// until the test ends.
+func startUffdHandler(t *testing.T, mem string) *uffdHandler {
+	t.Helper()
+	h := &uffdHandler{sock: filepath.Join(t.TempDir(), "uffd.sock")}
+	ln, err := gonet.ListenUnix("unix", &gonet.UnixAddr{Name: h.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			f, err := os.Open(mem)
+			if err != nil {
+				c.Close()
+				h.fail(err)
+				continue
+			}
+			h.mu.Lock()
+			h.conns++
+			h.mu.Unlock()
+			h.served.Add(1)
+			go func() {
+				defer h.served.Done()
+				defer f.Close()
+				if err := uffd.Serve(ctx, c, f); err != nil && ctx.Err() == nil {
+					h.fail(err)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		cancel()
+		h.served.Wait()
+		for _, err := range h.errs {
+			t.Errorf("page-fault handler: %v", err)
+		}
+	})
+	return h
+}
+
+func (h *uffdHandler) fail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.errs = append(h.errs, err)
+}
+
+func (h *uffdHandler) connections() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.conns
+}
+
+// testSnapshotUffd: a load with mem_backend Uffd hands guest RAM to a
+// page-fault handler (one in this test, serving the memory file), and the
+// guest continues as after a File load: counter, RAM, network. A snapshot
+// of a guest on 2 MiB huge pages loads only this way. On a backend that
+// cannot (qemu: QEMU's own process touches guest RAM), the load is refused
+// with Firecracker's prefix and the process ends, as every failed load.
+func testSnapshotUffd(t *testing.T) {
+	t.Parallel()
+	snapshotUffd(t, "snapuf", nil)
+}
+
+// kvmSnapshotUffd2M is testSnapshotUffd with the guest on 2 MiB huge
+// pages, whose snapshot a File load refuses (Firecracker's rule). Inside
+// L1 it sizes L1's pool for the guest.
+func kvmSnapshotUffd2M(t *testing.T) {
+	t.Parallel()
+	if nested.Inside() {
+		const pool = "/proc/sys/vm/nr_hugepages"
+		if err := os.WriteFile(pool, []byte("80"), 0o644); err != nil {
+			t.Fatalf("set %s: %v", pool, err)
+		}
+		t.Cleanup(func() { os.WriteFile(pool, []byte("0"), 0o644) })
+	} else if free := hugePagesFreeHere(t); free < 64 {
+		t.Skipf("SKIPPING a Uffd load of a guest on 2 MiB huge pages: this host has %d free, the guest needs 64", free)
+	}
+	snapshotUffd(t, "snapuh", map[string]any{"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "2M"})
+}
+
+// snapshotUffd boots the snapshot guest on machine (nil: the default) with
+// taps named prefix0 and prefix1, and runs testSnapshotUffd's checks.
+func snapshotUffd(t *testing.T, prefix string, machine map[string]any) {
+	ns, ns2 := newNetns(t), newNetns(t)
+	tap0, tap1 := prefix+"0", prefix+"1"
+	addTap(t, ns, tap0)
+	ip(t, "-n", ns, "link", "set", tap0, "up")
+	var machines []map[string]any
+	if machine != nil {
+		machines = append(machines, machine)
+	}
+	e := bootSnapGuest(t, ns, tap0, machines...)
+	f := newSnapFiles(t, "vm")
+	createSnapshot(t, e, f, "Full")
+	before, _ := lastCount(e)
+	e.stop()
+
+	h := startUffdHandler(t, f.mem)
+	addTap(t, ns2, tap1)
+	ip(t, "-n", ns2, "addr", "add", snapHostIP+"/30", "dev", tap1)
+	ip(t, "-n", ns2, "link", "set", tap1, "up")
+	r := startEmber(t, startOpts{netns: ns2})
+	code, body := r.api("PUT", "/snapshot/load", map[string]any{
+		"snapshot_path":     f.state,
+		"mem_backend":       map[string]string{"backend_type": "Uffd", "backend_path": h.sock},
+		"network_overrides": []map[string]string{{"iface_id": "eth0", "host_dev_name": tap1}},
+		"resume_vm":         true,
+	})
+	if r.backend == "qemu" {
+		want := "Load snapshot error: Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from uffd: "
+		if code != http.StatusBadRequest || !strings.Contains(body, want) {
+			t.Errorf("qemu: load with mem_backend Uffd: %d %s, want a 400 starting %q", code, body, want)
+		}
+		r.wantExit(1, exitTimeout)
+		return
+	}
+	if code != http.StatusNoContent {
+		t.Fatalf("load with mem_backend Uffd: %d %s", code, body)
+	}
+	wantContinues(t, r, before, ns2, tap1)
+	if n := h.connections(); n != 1 {
+		t.Errorf("the handler had %d connections, want 1", n)
+	}
+	r.action("SendCtrlAltDel")
+	r.wantExit(0, exitTimeout)
 }

@@ -34,6 +34,7 @@ func (*Backend) Capabilities() hypervisor.Capabilities {
 		SendCtrlAltDel:     true,
 		Snapshot:           true,
 		DiffSnapshot:       true,
+		SnapshotUffd:       uffdSupported,
 		TrackDirtyPages:    true,
 	}
 }

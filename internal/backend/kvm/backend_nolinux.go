@@ -17,3 +17,6 @@ func (*Backend) Available(map[string]string) error {
 func (*Backend) Create(context.Context, *hypervisor.Spec, hypervisor.Env) (hypervisor.Machine, error) {
 	return nil, unavailable("KVM exists only on Linux")
 }
+
+// uffdSupported: userfaultfd exists only on Linux.
+const uffdSupported = false

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -38,7 +39,11 @@ type machine struct {
 	sys *kvmsys.System
 	vm  *kvmsys.VM
 	mem *guestmem.Memory
-	pio bus.Bus
+	// uffd and uffdConn are kept for the VM's life after a load with
+	// mem_backend Uffd: the handler sees EOF on uffdConn once the VM ends.
+	uffd     *os.File
+	uffdConn io.Closer
+	pio      bus.Bus
 	// mmio is the bus for guest-physical addresses no RAM backs.
 	mmio bus.Bus
 
@@ -172,7 +177,7 @@ func (m *machine) build(ctx context.Context) error {
 	if err := m.archSetupVM(); err != nil {
 		return err
 	}
-	if err := m.setupMemory(); err != nil {
+	if err := m.setupMemory(ctx); err != nil {
 		return err
 	}
 	if err := m.archLegacyDevices(); err != nil {
@@ -217,7 +222,7 @@ func (m *machine) build(ctx context.Context) error {
 }
 
 // setupMemory maps guest RAM and gives each region to KVM as one slot.
-func (m *machine) setupMemory() error {
+func (m *machine) setupMemory(ctx context.Context) error {
 	layout, err := archMemoryLayout(m.spec.MemMiB << 20)
 	if err != nil {
 		return err
@@ -233,7 +238,7 @@ func (m *machine) setupMemory() error {
 		if err := r.checkLayout(layout); err != nil {
 			return err
 		}
-		if opts.HugePages == guestmem.HugePages2M {
+		if r.uffdPath == "" && opts.HugePages == guestmem.HugePages2M {
 			return errHugetlbFile
 		}
 		opts.File = r.memFile
@@ -244,6 +249,12 @@ func (m *machine) setupMemory() error {
 				m.spec.MemMiB/2, err)
 		}
 		return fmt.Errorf("cannot allocate guest memory: %w", err)
+	}
+	if r := m.restore; r != nil && r.uffdPath != "" {
+		// Before KVM or any device can touch guest RAM.
+		if err := m.handToUffd(ctx, r.uffdPath); err != nil {
+			return err
+		}
 	}
 	var flags uint32
 	if m.spec.TrackDirtyPages {
@@ -437,6 +448,7 @@ func (m *machine) Close() error {
 	if m.mem != nil {
 		errs = append(errs, m.mem.Close())
 	}
+	m.closeUffd()
 	return errors.Join(errs...)
 }
 

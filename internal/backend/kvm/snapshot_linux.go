@@ -45,7 +45,8 @@ var errHugetlbFile = errors.New("Failed to load guest memory: Error creating gue
 // restoreData is the snapshot Restore is loading.
 type restoreData struct {
 	file          *snapshot.File
-	memFile       *os.File
+	memFile       *os.File // mem_backend File
+	uffdPath      string   // mem_backend Uffd: the page-fault handler's socket
 	machine       *machineState
 	clockRealtime bool
 }
@@ -287,7 +288,7 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 		return nil, errors.New("kvm: no VM spec")
 	case f == nil:
 		return nil, errors.New("kvm: no snapshot")
-	case req.HugePages == hypervisor.HugePages2M || spec.HugePages == hypervisor.HugePages2M:
+	case !req.Uffd && (req.HugePages == hypervisor.HugePages2M || spec.HugePages == hypervisor.HugePages2M):
 		return nil, errHugetlbFile
 	}
 	if err := checkSpec(spec); err != nil {
@@ -304,19 +305,25 @@ func (b *Backend) Restore(ctx context.Context, spec *hypervisor.Spec, env hyperv
 	if ms.VCPUs != int(spec.VCPUs) {
 		return nil, fmt.Errorf("%w: the snapshot has %d vCPUs, the configuration %d", errState, ms.VCPUs, spec.VCPUs)
 	}
-	mf, err := os.Open(req.MemPath)
-	if err != nil {
-		return nil, fmt.Errorf("Failed to load guest memory: Error creating guest memory from file: %w", err)
+	rd := &restoreData{file: f, machine: ms, clockRealtime: req.ClockRealtime}
+	if req.Uffd {
+		rd.uffdPath = req.MemPath
+	} else {
+		mf, err := os.Open(req.MemPath)
+		if err != nil {
+			return nil, fmt.Errorf("Failed to load guest memory: Error creating guest memory from file: %w", err)
+		}
+		// The mapping keeps what it needs of the file.
+		defer mf.Close()
+		rd.memFile = mf
 	}
-	// The mapping keeps what it needs of the file.
-	defer mf.Close()
 	m := &machine{
 		spec:    spec,
 		env:     env,
 		log:     env.Log,
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
-		restore: &restoreData{file: f, memFile: mf, machine: ms, clockRealtime: req.ClockRealtime},
+		restore: rd,
 	}
 	if m.env.Console == nil {
 		m.env.Console = io.Discard

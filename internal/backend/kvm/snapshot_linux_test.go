@@ -4,11 +4,15 @@ package kvm
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +20,7 @@ import (
 	"github.com/ember-vmm/ember/internal/nested"
 	"github.com/ember-vmm/ember/internal/snapshot"
 	"github.com/ember-vmm/ember/internal/testguest"
+	"github.com/ember-vmm/ember/internal/uffd"
 )
 
 var tickLine = regexp.MustCompile(`EMBER-GUEST: tick (\d+)`)
@@ -86,11 +91,118 @@ func save(t *testing.T, m hypervisor.Machine, dir string, diff bool, memPath str
 
 // restoreVM builds a machine from a snapshot, with its own console.
 func restoreVM(t *testing.T, spec *hypervisor.Spec, f *snapshot.File, memPath string) *guestVM {
+	return restoreVMWith(t, spec, f, hypervisor.RestoreRequest{MemPath: memPath})
+}
+
+// uffdHandler starts a page-fault handler serving memPath's pages to one
+// machine restored with mem_backend Uffd, and returns the request naming
+// its socket. The handler is this test binary run again (see TestMain):
+// in this process it could starve, as a thread that faults on guest RAM
+// from Go code keeps its P until the fault is served. When the test ends
+// it checks the handler filled some pages, not all.
+func uffdHandler(t *testing.T, memPath string, memBytes uint64) hypervisor.RestoreRequest {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "uffd.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false) // the handler listens on it from now on
+	defer ln.Close()
+	lf, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), uffdHandlerEnv+"="+memPath)
+	cmd.ExtraFiles = []*os.File{lf}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The machine's Close (an earlier cleanup) ends the connection.
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("page-fault handler: %v\n%s", err, out.String())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("page-fault handler still running 30 s after the VM closed\n%s", out.String())
+		}
+		m := regexp.MustCompile(`uffd-handler copied (\d+) faults (\d+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Errorf("page-fault handler printed no stats:\n%s", out.String())
+			return
+		}
+		copied, _ := strconv.ParseUint(m[1], 10, 64)
+		t.Logf("page-fault handler: filled %s pages for %s faults", m[1], m[2])
+		if copied == 0 || copied*4096 >= memBytes {
+			t.Errorf("the handler filled %d pages of %d bytes of guest RAM; want some, not all", copied, memBytes)
+		}
+	})
+	return hypervisor.RestoreRequest{MemPath: sock, Uffd: true}
+}
+
+// uffdHandlerEnv names the memory file TestUffdHandler serves.
+const uffdHandlerEnv = "EMBER_TEST_UFFD_HANDLER"
+
+func TestMain(m *testing.M) {
+	if mem := os.Getenv(uffdHandlerEnv); mem != "" {
+		os.Exit(runUffdHandler(mem))
+	}
+	os.Exit(m.Run())
+}
+
+// runUffdHandler is uffdHandler's page-fault handler process: it serves
+// one connection on the listener it inherits as fd 3, then prints what it
+// did.
+func runUffdHandler(memPath string) int {
+	fail := func(err error) int {
+		fmt.Println("uffd-handler:", err)
+		return 1
+	}
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		return fail(err)
+	}
+	c, err := ln.(*net.UnixListener).AcceptUnix()
+	ln.Close()
+	if err != nil {
+		return fail(err)
+	}
+	mem, err := os.Open(memPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer mem.Close()
+	h := uffd.NewHandler(mem)
+	if err := h.Serve(context.Background(), c); err != nil {
+		return fail(err)
+	}
+	st := h.Stats()
+	fmt.Printf("uffd-handler copied %d faults %d\n", st.Copied, st.Faults)
+	return 0
+}
+
+// restoreVMWith builds a machine from a snapshot as req asks, with its own
+// console.
+func restoreVMWith(t *testing.T, spec *hypervisor.Spec, f *snapshot.File, req hypervisor.RestoreRequest) *guestVM {
 	t.Helper()
 	r, w := io.Pipe()
 	con := testguest.NewConsole(r)
 	start := time.Now()
-	m, err := (&Backend{}).Restore(context.Background(), spec, hypervisor.Env{Console: w, RuntimeDir: t.TempDir()}, f, hypervisor.RestoreRequest{MemPath: memPath})
+	m, err := (&Backend{}).Restore(context.Background(), spec, hypervisor.Env{Console: w, RuntimeDir: t.TempDir()}, f, req)
 	if err != nil {
 		w.Close()
 		t.Fatalf("Restore: %v", err)
@@ -142,11 +254,13 @@ func testSnapshotFull(t *testing.T, g testguest.Assets) {
 		t.Fatalf("memory file: %v, size %v", err, fi)
 	}
 
-	// Two clones from the one memory file, running at once.
+	// Three clones from the one memory file, running at once: two map it,
+	// one has its pages filled by a page-fault handler (mem_backend Uffd).
 	var clones []*guestVM
 	for range 2 {
 		clones = append(clones, restoreVM(t, snapSpec(g, false), f, memPath))
 	}
+	clones = append(clones, restoreVMWith(t, snapSpec(g, false), f, uffdHandler(t, memPath, spec.MemMiB<<20)))
 	for i, c := range clones {
 		start := time.Now()
 		if err := c.m.Start(ctx); err != nil {
@@ -169,6 +283,7 @@ func testSnapshotFull(t *testing.T, g testguest.Assets) {
 			t.Errorf("clone %d ended: %v %v", i, st.Reason, st.Err)
 		}
 	}
+
 	// The original carries on too.
 	if err := src.m.Resume(ctx); err != nil {
 		t.Fatal(err)
