@@ -161,9 +161,11 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 	if !opts.NoSeccomp {
 		// One deny-list for the whole process (see internal/seccomp for why
 		// not Firecracker's per-thread allow-lists). The kvm backend runs the
-		// VM in this process and never starts a program; the qemu backend
-		// still has to exec QEMU, which inherits the filter.
-		err := seccomp.Apply(seccomp.Policy{DenyExec: backend.Name() == "kvm"})
+		// VM in this process and never starts a program, and it loads
+		// snapshots with mem_backend Uffd; the qemu backend still has to
+		// exec QEMU, which inherits the filter.
+		kvm := backend.Name() == "kvm"
+		err := seccomp.Apply(seccomp.Policy{DenyExec: kvm, AllowUserfaultfd: kvm})
 		if errors.Is(err, seccomp.ErrUnsupported) {
 			mainLog.Warnf("No seccomp filter for this architecture; running unconfined.")
 		} else if err != nil {

@@ -28,11 +28,19 @@ type Policy struct {
 	// will never start another program: the filter cannot be lifted, and a
 	// child started before it was installed keeps running unconfined by it.
 	DenyExec bool
+	// AllowUserfaultfd leaves userfaultfd allowed, for a process that
+	// loads snapshots with mem_backend Uffd (as Firecracker's VMM filter
+	// does). It is otherwise denied: it lets a compromised process stall
+	// the kernel inside its own memory accesses, widening kernel races.
+	AllowUserfaultfd bool
 }
 
 // Denied returns the system calls the policy denies, base list first.
 func (p Policy) Denied() []Syscall {
 	out := append([]Syscall(nil), baseDenied...)
+	if !p.AllowUserfaultfd {
+		out = append(out, uffdDenied...)
+	}
 	if p.DenyExec {
 		out = append(out, execDenied...)
 	}

@@ -56,7 +56,7 @@ func TestProgram(t *testing.T) {
 	if auditArch == 0 {
 		t.Skip("SKIPPING: no system call table for " + runtime.GOARCH + ", so the filter is NOT tested")
 	}
-	for _, p := range []Policy{{}, {DenyExec: true}} {
+	for _, p := range []Policy{{}, {DenyExec: true}, {DenyExec: true, AllowUserfaultfd: true}} {
 		prog, err := p.Program()
 		if err != nil {
 			t.Fatal(err)
@@ -82,6 +82,7 @@ func TestProgram(t *testing.T) {
 			{"ioctl", unix.SYS_IOCTL, auditArch, retAllow},
 			{"seccomp", unix.SYS_SECCOMP, auditArch, retAllow},
 			{"execve", unix.SYS_EXECVE, auditArch, map[bool]uint32{false: retAllow, true: retEPERM}[p.DenyExec]},
+			{"userfaultfd", unix.SYS_USERFAULTFD, auditArch, map[bool]uint32{false: retEPERM, true: retAllow}[p.AllowUserfaultfd]},
 			{"foreign arch", unix.SYS_GETPID, 0x40000003 /* AUDIT_ARCH_I386 */, retEPERM},
 			{"x32 getpid", x32Bit | unix.SYS_GETPID, auditArch, retEPERM},
 			{"huge number", 0xffffffff, auditArch, retEPERM},

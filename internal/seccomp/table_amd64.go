@@ -33,7 +33,6 @@ var baseDenied = []Syscall{
 	{"swapoff", unix.SYS_SWAPOFF},
 	{"bpf", unix.SYS_BPF},
 	{"perf_event_open", unix.SYS_PERF_EVENT_OPEN},
-	{"userfaultfd", unix.SYS_USERFAULTFD},
 	{"keyctl", unix.SYS_KEYCTL},
 	{"add_key", unix.SYS_ADD_KEY},
 	{"request_key", unix.SYS_REQUEST_KEY},
@@ -62,6 +61,11 @@ var baseDenied = []Syscall{
 	{"query_module", unix.SYS_QUERY_MODULE},
 	{"nfsservctl", unix.SYS_NFSSERVCTL},
 	{"lookup_dcookie", unix.SYS_LOOKUP_DCOOKIE},
+}
+
+// uffdDenied are denied unless Policy.AllowUserfaultfd.
+var uffdDenied = []Syscall{
+	{"userfaultfd", unix.SYS_USERFAULTFD},
 }
 
 // execDenied are denied with Policy.DenyExec.

@@ -33,7 +33,6 @@ var baseDenied = []Syscall{
 	{"swapoff", unix.SYS_SWAPOFF},
 	{"bpf", unix.SYS_BPF},
 	{"perf_event_open", unix.SYS_PERF_EVENT_OPEN},
-	{"userfaultfd", unix.SYS_USERFAULTFD},
 	{"keyctl", unix.SYS_KEYCTL},
 	{"add_key", unix.SYS_ADD_KEY},
 	{"request_key", unix.SYS_REQUEST_KEY},
@@ -55,6 +54,11 @@ var baseDenied = []Syscall{
 	{"vhangup", unix.SYS_VHANGUP},
 	{"lookup_dcookie", unix.SYS_LOOKUP_DCOOKIE},
 	{"nfsservctl", unix.SYS_NFSSERVCTL},
+}
+
+// uffdDenied are denied unless Policy.AllowUserfaultfd.
+var uffdDenied = []Syscall{
+	{"userfaultfd", unix.SYS_USERFAULTFD},
 }
 
 // execDenied are denied with Policy.DenyExec.

@@ -5,4 +5,4 @@ package seccomp
 // No table for this architecture: Program and Apply return ErrUnsupported.
 const auditArch = 0
 
-var baseDenied, execDenied []Syscall
+var baseDenied, execDenied, uffdDenied []Syscall
