@@ -154,6 +154,8 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		prefix, debugPrefix = "RunWithoutApiError error: ", "RunWithoutApiError"
 	}
 
+	// machineUp runs once the VM is built (see vmm.Config.MachineUp).
+	var machineUp func() error
 	backend, err := selectBackend(opts, mainLog)
 	if err != nil {
 		return fail(&failure{msg: prefix + err.Error(), debug: debugPrefix + "(" + rustDebug(err.Error()) + ")", code: cli.ExitGenericError})
@@ -168,6 +170,9 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		err := seccomp.Apply(seccomp.Policy{DenyExec: kvm, AllowUserfaultfd: kvm})
 		if errors.Is(err, seccomp.ErrUnsupported) {
 			mainLog.Warnf("No seccomp filter for this architecture; running unconfined.")
+		} else if err == nil && !kvm {
+			// Once QEMU runs, this process starts no other program.
+			machineUp = seccomp.DenyExecFromNow
 		} else if err != nil {
 			msg := "Seccomp filter installation failed: " + err.Error()
 			return fail(&failure{msg: "Seccomp error: " + msg, debug: "SeccompFilter(" + rustDebug(msg) + ")", code: cli.ExitGenericError})
@@ -202,6 +207,7 @@ func runWithLogger(opts *cli.Options, lg *logger.Logger, processStart time.Time)
 		Stdout:         os.Stdout,
 		Stdin:          os.Stdin,
 		RuntimeDir:     runtimeDir,
+		MachineUp:      machineUp,
 	})
 	atAbort = append(atAbort, ctrl.Shutdown)
 	defer func() {

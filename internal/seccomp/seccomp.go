@@ -63,11 +63,14 @@ const (
 )
 
 // Program returns the policy as a classic BPF program over seccomp_data.
-func (p Policy) Program() ([]unix.SockFilter, error) {
+func (p Policy) Program() ([]unix.SockFilter, error) { return program(p.Denied()) }
+
+// program builds the filter that denies the calls in denied (and every
+// call under a foreign ABI) and allows the rest.
+func program(denied []Syscall) ([]unix.SockFilter, error) {
 	if auditArch == 0 {
 		return nil, ErrUnsupported
 	}
-	denied := p.Denied()
 	stmt := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
 	jump := func(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
 		return unix.SockFilter{Code: code, Jt: jt, Jf: jf, K: k}
@@ -108,6 +111,22 @@ func Apply(p Policy) error {
 	if err != nil {
 		return err
 	}
+	return applyProgram(prog)
+}
+
+// DenyExecFromNow adds a filter denying execve and execveat to every
+// thread of the process, on top of what Apply installed: for a process
+// that had to start a program (QEMU) and will start no other. Children
+// started before keep only the filters they inherited.
+func DenyExecFromNow() error {
+	prog, err := program(execDenied)
+	if err != nil {
+		return err
+	}
+	return applyProgram(prog)
+}
+
+func applyProgram(prog []unix.SockFilter) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("%w: prctl(PR_SET_NO_NEW_PRIVS): %w", ErrInstall, err)
 	}

@@ -143,6 +143,15 @@ var probes = []probe{
 	}},
 }
 
+func probeNamed(name string) probe {
+	for _, p := range probes {
+		if p.name == name {
+			return p
+		}
+	}
+	panic("no probe " + name)
+}
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(child(os.Getenv(childEnv)))
@@ -178,6 +187,21 @@ func child(mode string) int {
 	case "exec":
 		if err := Apply(Policy{DenyExec: true}); err != nil {
 			fmt.Println("apply", err)
+			return 1
+		}
+	case "late":
+		// The qemu backend's order: the base list, a program started (here
+		// a probe shows execve still reaches the kernel), then exec denied.
+		if err := Apply(Policy{}); err != nil {
+			fmt.Println("apply", err)
+			return 1
+		}
+		if err := probeNamed("execve").call(); err != unix.ENOENT {
+			fmt.Println("execve between the filters:", err)
+			return 1
+		}
+		if err := DenyExecFromNow(); err != nil {
+			fmt.Println("deny exec", err)
 			return 1
 		}
 	}
@@ -255,7 +279,7 @@ func TestApply(t *testing.T) {
 	for _, tc := range []struct {
 		mode     string
 		denyExec bool
-	}{{"base", false}, {"exec", true}} {
+	}{{"base", false}, {"exec", true}, {"late", true}} {
 		t.Run(tc.mode, func(t *testing.T) {
 			got := runChild(t, tc.mode)
 			if got["Seccomp:"] != "2" || got["NoNewPrivs:"] != "1" {

@@ -87,6 +87,10 @@ type Config struct {
 	MetricsInterval time.Duration
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// MachineUp, if set, is called once the machine is built (booted or
+	// restored), when every process the backend starts is running: the
+	// process starts no program after it. An error is logged.
+	MachineUp func() error
 }
 
 // Controller owns the VM.
@@ -523,6 +527,11 @@ func (c *Controller) machineUp(spec *hypervisor.Spec) {
 	c.stopTick = make(chan struct{})
 	go c.tickMetrics(c.stopTick)
 	go c.watch(c.machine)
+	if c.cfg.MachineUp != nil {
+		if err := c.cfg.MachineUp(); err != nil {
+			c.log.Errorf("After the machine started: %v", err)
+		}
+	}
 }
 
 // flushMetrics writes a metrics line, first folding in the log lines the

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,10 +38,17 @@ echo "EMBER-GUEST: rootfs $(awk '$2 == "/" {print $3}' /proc/mounts | tail -n 1)
 echo "EMBER-GUEST: cmdline $(cat /proc/cmdline)"
 `), testguest.End(testguest.EndReboot))
 			e.putDrive("rootfs", rootfsCopy(t), true, false)
+			filters := seccompFilters(t, e.pid)
 			start := time.Now()
 			e.action("InstanceStart")
 			e.waitLine(testguest.MarkerInit, bootTimeout)
 			t.Logf("%s: InstanceStart to %q in %v", format, testguest.MarkerInit, time.Since(start).Round(time.Millisecond))
+			// ember confines itself with one filter from startup; on qemu,
+			// once QEMU runs, a second one denies exec.
+			want := map[string]int{"qemu": 2, "kvm": 1}[e.backend]
+			if filters != 1 || seccompFilters(t, e.pid) != want {
+				t.Errorf("ember's seccomp filters: %d before InstanceStart, %d after; want 1 and %d", filters, seccompFilters(t, e.pid), want)
+			}
 
 			rootfs := e.waitLine("EMBER-GUEST: rootfs ", bootTimeout)
 			if f := strings.Fields(rootfs); len(f) != 6 || f[2] != "ext4" || f[3] != devNumber(f[4]) || f[5] != strings.ReplaceAll(a.RootfsUUID, "-", "") {
@@ -196,4 +205,19 @@ func TestSerialOutPath(t *testing.T) {
 			t.Errorf("guest output on stdout despite serial_out_path: %q", l)
 		}
 	}
+}
+
+// seccompFilters is the number of seccomp filters on process pid.
+func seccompFilters(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^Seccomp_filters:\s+(\d+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Skip("SKIPPING the seccomp check: this kernel's /proc/<pid>/status has no Seccomp_filters line, so ember's filters are NOT checked")
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
 }
