@@ -11,7 +11,7 @@ as_root() {
 # ensure_packages installs the Debian packages ember, its tests and its guest
 # build use, running apt-get update only when something is missing.
 ensure_packages() {
-	local pkgs=(qemu-system-x86 busybox-static lz4 e2fsprogs cpio iproute2 iputils-ping curl ca-certificates kmod file)
+	local pkgs=(qemu-system-x86 busybox-static lz4 e2fsprogs cpio iproute2 iputils-ping curl ca-certificates kmod file gcc libc6-dev)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

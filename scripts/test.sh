@@ -14,6 +14,11 @@ guest/build.sh
 go vet ./...
 go test -count=1 -timeout 40m ./...
 (cd tests/sdk && go test -count=1 -timeout 10m ./...)
+# The binary-driving suites that take under 3 minutes against a race-built
+# ember run again that way (tests/e2e, with TestKVM's L1 run, takes longer:
+# EMBER_RACE=1 go test ./tests/e2e by hand).
+EMBER_RACE=1 go test -count=1 -timeout 20m ./tests/conformance/ ./tests/badrequests/ ./tests/faults/
+(cd tests/sdk && EMBER_RACE=1 go test -count=1 -timeout 10m ./...)
 # Every fuzz target briefly, beyond its seeds: a count, not a time, so a
 # loaded machine cannot fail it on the fuzzer's own deadline (long runs:
 # FUZZTIME=10m scripts/fuzz.sh).

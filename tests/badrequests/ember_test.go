@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
@@ -116,6 +117,9 @@ func (e *emberProc) stop() {
 			<-e.done
 		}
 	}
+	// The log holds stderr too.
+	log, _ := os.ReadFile(e.log)
+	testember.CheckRace(e.t, e.cmd.Process.Pid, string(log))
 	if e.t.Failed() {
 		e.t.Logf("ember's output (last 40 lines):\n%s", e.tail(40))
 	}

@@ -155,6 +155,7 @@ func (e *ember) stop() {
 			<-e.done
 		}
 	}
+	testember.CheckRace(e.t, e.cmd.Process.Pid, e.stderr.String())
 	if e.t.Failed() {
 		e.t.Logf("ember %q output (last 60 lines):\n%s\nstderr:\n%s", e.args, tailLines(e.allOutput(), 60), e.stderr.String())
 	}

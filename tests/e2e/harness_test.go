@@ -23,11 +23,9 @@ var (
 	startTimeout = testember.StartTimeout
 	bootTimeout  = testember.BootTimeout
 	exitTimeout  = testember.ExitTimeout
-	apiTimeout   = testember.APITimeout
 	goneTimeout  = testember.GoneTimeout
 	scaled       = testember.Scaled
 
-	bootArgs    = testember.BootArgs
 	descendants = testember.Descendants
 	alive       = testember.Alive
 	waitGone    = testember.WaitGone

@@ -32,9 +32,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	emberBin = filepath.Join(dir, "ember")
-	build := exec.Command("go", "build", "-o", emberBin, "./cmd/ember")
+	args, cgo := []string{"build", "-o", emberBin}, "CGO_ENABLED=0"
+	if raceBuild() {
+		// The race detector's runtime needs cgo; linked statically, as
+		// internal/testember builds it for ember's own suites.
+		args = append(args, "-race", "-tags", "netgo,osusergo", "-ldflags", "-linkmode=external -extldflags=-static")
+		cgo = "CGO_ENABLED=1"
+		fmt.Fprintln(os.Stderr, "sdk: EMBER_RACE=1: ember is built with -race; a race report in its output fails the test")
+	}
+	build := exec.Command("go", append(args, "./cmd/ember")...)
 	build.Dir = repoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Env = append(os.Environ(), cgo)
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building ember: %v\n%s", err, out)
 		os.Exit(1)
@@ -43,6 +51,11 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// raceBuild reports whether EMBER_RACE=1 asks for a race-built ember, as
+// for ember's own binary-driving suites (internal/testember, which this
+// module cannot import).
+func raceBuild() bool { return os.Getenv("EMBER_RACE") == "1" }
 
 func repoRoot() string {
 	wd, _ := os.Getwd()
@@ -93,6 +106,12 @@ func TestSDKBootAndShutdown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	out := &syncBuffer{}
+	// Whatever the build, only the race detector prints this.
+	t.Cleanup(func() {
+		if strings.Contains(out.String(), "WARNING: DATA RACE") {
+			t.Errorf("ember reported a data race:\n%s", out.String())
+		}
+	})
 	cmd := firecracker.VMCommandBuilder{}.
 		WithBin(emberBin).
 		WithSocketPath(sock).
