@@ -144,8 +144,10 @@ func checkMachine(spec *hypervisor.Spec) error {
 		return unsupported("the boot timer device")
 	case spec.PCI:
 		return unsupported("PCI")
-	case spec.TrackDirtyPages:
-		return unsupported("dirty page tracking")
+	case spec.TrackDirtyPages && (!snapshotsSupported || spec.HugePages == hypervisor.HugePagesTransparent):
+		// Pages are compared in ember's memfd, which Transparent huge
+		// pages leave to QEMU.
+		return unsupported("dirty page tracking with huge_pages Transparent")
 	case spec.HugePages == hypervisor.HugePagesTransparent && usesVhostUser(spec):
 		// vhost-user needs guest RAM in a shared memfd, where transparent
 		// huge pages depend on the host's shmem policy, not on QEMU.

@@ -297,7 +297,9 @@ func TestCheckSpec(t *testing.T) {
 		{"hotplug", func(s *hypervisor.Spec) { s.MemoryHotplug = &hypervisor.MemoryHotplug{TotalSizeMiB: 1024} }, true},
 		{"pci", func(s *hypervisor.Spec) { s.PCI = true }, true},
 		{"boot timer", func(s *hypervisor.Spec) { s.BootTimer = true }, true},
-		{"dirty pages", func(s *hypervisor.Spec) { s.TrackDirtyPages = true }, true},
+		{"dirty pages with thp", func(s *hypervisor.Spec) {
+			s.TrackDirtyPages, s.HugePages = true, hypervisor.HugePagesTransparent
+		}, true},
 		{"vhost-user-blk", func(s *hypervisor.Spec) {
 			s.Drives = []hypervisor.Drive{{ID: "r", Socket: "/s.sock", Root: true}}
 		}, true},

@@ -62,6 +62,7 @@ func (*Backend) Capabilities() hypervisor.Capabilities {
 		EntropyRateLimiter: true,
 		Snapshot:           snapshotsSupported,
 		DiffSnapshot:       snapshotsSupported,
+		TrackDirtyPages:    snapshotsSupported,
 	}
 }
 

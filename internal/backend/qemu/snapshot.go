@@ -41,7 +41,7 @@ import (
 // extents: every page ever touched, including swapped-out ones), the
 // over-approximation Firecracker makes with mincore when dirty-page
 // tracking is off. QEMU exposes no dirty log of its own guest RAM, so
-// track_dirty_pages stays unsupported.
+// track_dirty_pages compares page hashes instead (see pageSums).
 //
 // Devices ember runs over vhost-user map the same memfd. Drives and
 // interfaces among them migrate (see unmigratable); vsock and the
@@ -108,6 +108,8 @@ type snapRAM struct {
 	hugetlb bool
 	// filled is how long a restore's copy from the memory file took.
 	filled time.Duration
+	// sums is track_dirty_pages (nil without it).
+	sums *pageSums
 }
 
 func (r *snapRAM) close() {
@@ -182,17 +184,32 @@ func (m *machine) SaveSnapshot(ctx context.Context, req hypervisor.SaveRequest, 
 	migrated := time.Since(start)
 	regions := ramRegions(s.ram.size)
 	read := s.ram.reader(regions)
-	if req.Diff {
-		dirty, err := s.ram.resident(regions)
-		if err != nil {
-			return fmt.Errorf("finding the pages guest RAM holds: %w", err)
+	// With track_dirty_pages, the pages changed since the last snapshot
+	// (or the boot, or the load); every snapshot, Full or Diff, is the
+	// next baseline, as a Full resets Firecracker's dirty log.
+	var dirty [][]uint64
+	var next []uint64
+	if s.ram.sums != nil {
+		var err error
+		if dirty, next, err = s.ram.changed(regions); err != nil {
+			return fmt.Errorf("finding the pages changed since the last snapshot: %w", err)
 		}
-		err = snapshot.WriteMemoryDiff(req.MemPath, regions, dirty, read)
-		if err != nil {
+	}
+	if req.Diff {
+		if dirty == nil {
+			var err error
+			if dirty, err = s.ram.resident(regions); err != nil {
+				return fmt.Errorf("finding the pages guest RAM holds: %w", err)
+			}
+		}
+		if err := snapshot.WriteMemoryDiff(req.MemPath, regions, dirty, read); err != nil {
 			return err
 		}
 	} else if err := snapshot.WriteMemory(req.MemPath, regions, read); err != nil {
 		return err
+	}
+	if next != nil {
+		s.ram.sums.sums = next
 	}
 	m.log.Debugf("snapshot: device state %d bytes in %v, guest memory (%d MiB) in %v",
 		len(state), migrated.Round(time.Microsecond), s.ram.size>>20, (time.Since(start) - migrated).Round(time.Microsecond))

@@ -48,6 +48,9 @@ func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 		return nil, fmt.Errorf("creating guest memory: %w", err)
 	}
 	r := &snapRAM{fd: os.NewFile(uintptr(fd), "guest-ram"), size: size, hugetlb: flags&unix.MFD_HUGETLB != 0}
+	if spec.TrackDirtyPages {
+		r.sums = newPageSums(size)
+	}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		r.close()
 		return nil, fmt.Errorf("sizing guest memory (%d MiB): %w", spec.MemMiB, err)
@@ -117,6 +120,9 @@ func (r *snapRAM) fill(path string) error {
 					if err := store(off+p, buf[p:min(q, n)]); err != nil {
 						return fmt.Errorf("filling guest memory: %w", err)
 					}
+					if r.sums != nil {
+						r.sums.record(off+p, buf[p:min(q, n)])
+					}
 					p = q
 					continue
 				}
@@ -128,8 +134,6 @@ func (r *snapRAM) fill(path string) error {
 	})
 	return err
 }
-
-var zeroPage [snapshot.PageSize]byte
 
 func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
 
@@ -209,4 +213,46 @@ func (r *snapRAM) resident(regions []snapshot.Region) ([][]uint64, error) {
 		return nil
 	})
 	return maps, err
+}
+
+// changed hashes every page of guest RAM and returns, per region, a bitmap
+// of the pages whose hash differs from the baseline in r.sums, and the new
+// hashes, which become the baseline once a snapshot has used them.
+func (r *snapRAM) changed(regions []snapshot.Region) (dirty [][]uint64, next []uint64, err error) {
+	s := r.sums
+	next = make([]uint64, len(s.sums))
+	for i := range next {
+		next[i] = s.zero // a hole reads as zeros
+	}
+	buf := make([]byte, fillChunk)
+	err = dataExtents(r.fd, r.size, func(start, end uint64) error {
+		start &^= snapshot.PageSize - 1
+		for off := start; off < end; {
+			n := min(uint64(len(buf)), end-off)
+			if _, err := r.fd.ReadAt(buf[:n], int64(off)); err != nil {
+				return fmt.Errorf("reading guest memory: %w", err)
+			}
+			for p := uint64(0); p+snapshot.PageSize <= n; p += snapshot.PageSize {
+				next[(off+p)/snapshot.PageSize] = s.hash(buf[p : p+snapshot.PageSize])
+			}
+			off += n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	dirty = make([][]uint64, len(regions))
+	var first uint64 // the region's first page in the memfd
+	for i, reg := range regions {
+		pages := reg.Size / snapshot.PageSize
+		dirty[i] = make([]uint64, (pages+63)/64)
+		for pg := uint64(0); pg < pages; pg++ {
+			if next[first+pg] != s.sums[first+pg] {
+				dirty[i][pg/64] |= 1 << (pg % 64)
+			}
+		}
+		first += pages
+	}
+	return dirty, next, nil
 }

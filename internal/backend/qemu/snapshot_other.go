@@ -23,3 +23,7 @@ func (r *snapRAM) reader([]snapshot.Region) snapshot.ReadFunc { return nil }
 func (r *snapRAM) resident([]snapshot.Region) ([][]uint64, error) {
 	return nil, hypervisor.Unsupported(Name, "snapshots on this host")
 }
+
+func (r *snapRAM) changed([]snapshot.Region) ([][]uint64, []uint64, error) {
+	return nil, nil, hypervisor.Unsupported(Name, "snapshots on this host")
+}

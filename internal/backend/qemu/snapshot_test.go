@@ -234,7 +234,21 @@ func TestSnapshotClones(t *testing.T) {
 // the result: RAM the guest wrote after the base (its second marker) is
 // there, and so is RAM from before it.
 func TestSnapshotDiff(t *testing.T) {
-	v := create(t, snapSpec(t))
+	for _, tracked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "resident", true: "tracked"}[tracked], func(t *testing.T) {
+			testSnapshotDiff(t, tracked)
+		})
+	}
+}
+
+// testSnapshotDiff: a Diff merged onto its base restores, with
+// track_dirty_pages or without; with it, a Diff of a guest unchanged since
+// the last snapshot holds no page, where without it holds every page the
+// guest ever touched.
+func testSnapshotDiff(t *testing.T, tracked bool) {
+	spec := snapSpec(t)
+	spec.TrackDirtyPages = tracked
+	v := create(t, spec)
 	v.waitCount(t, 5, snapBootTimeout)
 	dir := t.TempDir()
 	base, diff := filepath.Join(dir, "base.snap"), filepath.Join(dir, "diff.snap")
@@ -257,8 +271,26 @@ func TestSnapshotDiff(t *testing.T) {
 	if fi2, _ := os.Stat(mem); !os.SameFile(fi, fi2) {
 		t.Errorf("the diff replaced the memory file instead of merging into it")
 	}
+	// Still paused: nothing changed since that Diff.
+	again := filepath.Join(dir, "again.mem")
+	f := &snapshot.File{Header: snapshot.Header{EmberVersion: "test", Backend: Name}}
+	if err := v.Machine.(hypervisor.Snapshotter).SaveSnapshot(ctxT(t), hypervisor.SaveRequest{MemPath: again, Diff: true}, f); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := statBlocks(st) * 512
+	t.Logf("a second Diff of the same pause holds %d KiB", held>>10)
+	if tracked && held != 0 {
+		t.Errorf("with track_dirty_pages, a Diff of an unchanged guest holds %d bytes; want none", held)
+	}
+	if !tracked && held < 1<<20 {
+		t.Errorf("without track_dirty_pages, a Diff holds %d bytes; want every page the guest touched (MiBs)", held)
+	}
 	v.Close()
-	checkContinues(t, restore(t, snapSpec(t), diff, mem), saved)
+	checkContinues(t, restore(t, spec, diff, mem), saved)
 }
 
 // TestSnapshotRefusals: what cannot be saved says why, and a failed save

@@ -5,6 +5,7 @@ package qemu
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,6 +125,71 @@ func TestGuestRAMRoundTrip(t *testing.T) {
 	}
 	if _, err := guestRAM(&hypervisor.Spec{VCPUs: 1, MemMiB: 8, HugePages: hypervisor.HugePagesTransparent}, &restoreInputs{memPath: full}); err == nil {
 		t.Error("restore onto THP accepted")
+	}
+}
+
+// TestPageSums: with track_dirty_pages, exactly the pages whose contents
+// changed since the baseline (the boot, a load, the last snapshot) count
+// as dirty, whoever wrote them.
+func TestPageSums(t *testing.T) {
+	spec := &hypervisor.Spec{VCPUs: 1, MemMiB: 8, TrackDirtyPages: true}
+	ram, err := guestRAM(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ram.close()
+	regions := ramRegions(ram.size)
+	page := func(b byte) []byte { return bytes.Repeat([]byte{b}, snapshot.PageSize) }
+	steps := []struct {
+		name   string
+		writes map[int64][]byte
+		want   []int // dirty pages
+	}{
+		{"boot: zeros are not changes", map[int64][]byte{5: page(0)}, nil},
+		{"first writes", map[int64][]byte{0: page(1), 7: page(2), 2047: page(3)}, []int{0, 7, 2047}},
+		{"nothing written", nil, nil},
+		{"same contents again", map[int64][]byte{7: page(2)}, nil},
+		{"a page zeroed, one changed, one new", map[int64][]byte{0: page(0), 2047: page(4), 100: page(5)}, []int{0, 100, 2047}},
+	}
+	for _, st := range steps {
+		for pg, b := range st.writes {
+			if _, err := ram.fd.WriteAt(b, pg*snapshot.PageSize); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dirty, next, err := ram.changed(regions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		for pg := 0; pg < 2048; pg++ {
+			if dirty[0][pg/64]&(1<<(pg%64)) != 0 {
+				got = append(got, pg)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(st.want) {
+			t.Errorf("%s: dirty pages %v, want %v", st.name, got, st.want)
+		}
+		ram.sums.sums = next // as a snapshot does
+	}
+	// A load's baseline is the memory file: nothing has changed yet.
+	mem := filepath.Join(t.TempDir(), "vm.mem")
+	if err := snapshot.WriteMemory(mem, regions, ram.reader(regions)); err != nil {
+		t.Fatal(err)
+	}
+	back, err := guestRAM(spec, &restoreInputs{memPath: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.close()
+	dirty, _, err := back.changed(regions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range dirty[0] {
+		if w != 0 {
+			t.Errorf("after a load, pages %#x of word %d count as changed", w, i)
+		}
 	}
 }
 
