@@ -201,15 +201,20 @@ const mmdsPoll = 50 * time.Millisecond
 // device at Close, after the vCPUs and before guest RAM is unmapped. name
 // identifies the device in snapshots.
 func (m *machine) attachVirtio(name string, dev virtio.Device, closer interface{ Close() error }) error {
-	m.closers = append(m.closers, closer)
 	slot, err := archVirtioSlot(len(m.virtioSlots))
 	if err != nil {
+		closer.Close()
 		return err
 	}
 	irq, err := m.irqLine(slot.GSI)
 	if err != nil {
+		closer.Close()
 		return err
 	}
+	// Registered after its interrupt line, so Close (which runs closers in
+	// reverse) stops the device's workers before the eventfd they signal
+	// is closed.
+	m.closers = append(m.closers, closer)
 	t := mmio.New(dev, m.mem, irq, m.log)
 	if err := m.mmio.Insert(t, slot.Addr, mmio.Size); err != nil {
 		return fmt.Errorf("cannot map the %s device at %#x: %w", dev.Type(), slot.Addr, err)
