@@ -371,6 +371,20 @@ func (p *Process) WaitLine(substr string, timeout time.Duration) string {
 // ember gets SIGQUIT, so that its goroutines land in its stderr.
 func (p *Process) WaitLineFrom(from int, substr string, timeout time.Duration) (int, string) {
 	p.T.Helper()
+	return p.waitLineFrom(p.T, from, substr, timeout)
+}
+
+// WaitLineFor is WaitLine reporting a timeout to t, a subtest of the test
+// that started the process (failing the parent from a subtest is not
+// allowed).
+func (p *Process) WaitLineFor(t testing.TB, substr string, timeout time.Duration) string {
+	t.Helper()
+	_, line := p.waitLineFrom(t, 0, substr, timeout)
+	return line
+}
+
+func (p *Process) waitLineFrom(t testing.TB, from int, substr string, timeout time.Duration) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// The console ends only when every holder of ember's stdout is gone;
@@ -392,7 +406,7 @@ func (p *Process) WaitLineFrom(from int, substr string, timeout time.Duration) (
 			how += "; SIGQUIT sent, its goroutines are in its stderr"
 			p.quitForStacks()
 		}
-		p.T.Fatalf("ember (pid %d, %s) never printed %q within %v: %v", p.PID, how, substr, timeout, err)
+		t.Fatalf("ember (pid %d, %s) never printed %q within %v: %v", p.PID, how, substr, timeout, err)
 	}
 	return i, line
 }

@@ -421,7 +421,7 @@ type guestReport struct {
 // vsockLine waits for vsockt's line for "<mode> <port> <conn>".
 func vsockLine(t *testing.T, e *ember, key string, timeout time.Duration) guestReport {
 	t.Helper()
-	l := e.waitLine("EMBER-GUEST: vsockt "+key+" bytes ", timeout)
+	l := e.WaitLineFor(t, "EMBER-GUEST: vsockt "+key+" bytes ", timeout)
 	f := strings.Fields(l[strings.Index(l, "EMBER-GUEST: vsockt "):])
 	// EMBER-GUEST: vsockt mode port conn bytes N sha256 HEX ok|err ...
 	if len(f) < 10 {
