@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ember-vmm/ember/internal/testember"
 	"github.com/ember-vmm/ember/internal/testguest"
 )
 
@@ -261,7 +260,9 @@ func TestNestedEmberBinary(t *testing.T) {
 // temporary directory.
 func buildEmber(t *testing.T) string {
 	t.Helper()
-	root, err := testember.RepoRoot()
+	// The module root, two levels above this package (testember, which
+	// knows it too, imports this package).
+	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
