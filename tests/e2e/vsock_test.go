@@ -66,6 +66,23 @@ func testVsock(t *testing.T) {
 	dir := t.TempDir()
 	metricsPath := filepath.Join(dir, "metrics.json")
 	e := startEmber(t, startOpts{args: []string{"--metrics-path", metricsPath}})
+	// A stalled transfer is diagnosed by what the device did meanwhile: the
+	// periodic metrics lines (every 60 s) carry its counters.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		b, err := os.ReadFile(metricsPath)
+		if err != nil {
+			return
+		}
+		for i, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]json.RawMessage
+			if json.Unmarshal([]byte(l), &m) == nil {
+				t.Logf("metrics line %d, vsock: %s", i+1, m["vsock"])
+			}
+		}
+	})
 
 	// Binding at PUT time, re-PUT, errors.
 	first, uds := filepath.Join(dir, "first.sock"), filepath.Join(dir, "v.sock")
