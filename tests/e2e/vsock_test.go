@@ -130,6 +130,7 @@ func testVsock(t *testing.T) {
 		return n, "", err
 	})
 
+	// The heartbeat tells a stalled transfer from a stalled guest.
 	e.boot(a, 256, testguest.Script(fmt.Sprintf(`
 vsockt listen %d echo &
 vsockt listen %d sink &
@@ -138,6 +139,7 @@ vsockt listen %d sink 65536 &
 vsockt listen %d source 100000000000 &
 vsockt connect 2 %d source %d &
 vsockt connect 2 %d echo 1048576 &
+(while sleep 10; do echo "EMBER-GUEST: alive $(cut -d' ' -f1 /proc/uptime)"; done) </dev/null &
 `, portEcho, portSink, portSource, vsockBulk, portGuestClose, portHostClose, hostPortBulk, vsockBulk, hostPortEcho)), testguest.End(testguest.EndWait))
 	e.waitLine(testguest.MarkerReady, bootTimeout)
 	for _, p := range []int{portEcho, portSink, portSource, portGuestClose, portHostClose} {
