@@ -105,7 +105,7 @@ func TestGoldenFullConfig(t *testing.T) {
 		{"", "PUT", "/hotplug/memory", `{"total_size_mib":1024,"block_size_mib":128,"slot_size_mib":1024}`, backendLacks("Memory hotplug config error: ", "memory hotplug")},
 		{"", "PUT", "/machine-config", `{"vcpu_count":2,"mem_size_mib":256,"cpu_template":"C3"}`,
 			expectation{status: 400, fault: "Machine config error: The qemu backend does not support CPU templates.", deprecation: true}},
-		{"", "PATCH", "/machine-config", `{"track_dirty_pages":true}`, backendLacks("Machine config error: ", "dirty page tracking")},
+		{"", "PATCH", "/machine-config", `{"track_dirty_pages":true}`, ok204()},
 		{"", "PUT", "/entropy", `{"rate_limiter":{"bandwidth":{"size":1000,"refill_time":100}}}`, ok204()},
 		{"", "PUT", "/serial", `{"rate_limiter":{"size":1000,"refill_time":100}}`,
 			expectation{status: 400, faultContains: "The qemu backend does not support a rate limiter on the serial console."}},
