@@ -79,6 +79,22 @@ func inProcessHandler(t *testing.T) {
 	}
 }
 
+// handOver does a VMM's part: it registers ms with a new userfaultfd and
+// hands it to the handler listening at path.
+func handOver(t *testing.T, ctx context.Context, path string, ms []Mapping) (*os.File, *net.UnixConn) {
+	t.Helper()
+	uf, err := Register(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := Handshake(ctx, path, ms, uf)
+	if err != nil {
+		uf.Close()
+		t.Fatal(err)
+	}
+	return uf, conn
+}
+
 // handlerAt listens at a fresh socket and serves one VMM with h in the
 // background; the returned channel yields Serve's result.
 func handlerAt(t *testing.T, ctx context.Context, h *Handler) (string, <-chan error) {
@@ -173,15 +189,8 @@ func TestRoundTrip4K(t *testing.T) {
 	defer cancel()
 	h := NewHandler(mem)
 	path, done := handlerAt(t, ctx, h)
-	uf, err := Register(ms)
-	if err != nil {
-		t.Fatal(err)
-	}
+	uf, conn := handOver(t, ctx, path, ms)
 	defer uf.Close()
-	conn, err := Handshake(ctx, path, ms, uf)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	comparePages(t, "Go reads of region A", goRead(a, ps), wantA, ps)
 	comparePages(t, "kernel reads of region B", kernelRead(t, b), wantB, ps)
@@ -249,15 +258,8 @@ func TestRoundTrip2M(t *testing.T) {
 	defer cancel()
 	h := NewHandler(mem)
 	path, done := handlerAt(t, ctx, h)
-	uf, err := Register(ms)
-	if err != nil {
-		t.Fatal(err)
-	}
+	uf, conn := handOver(t, ctx, path, ms)
 	defer uf.Close()
-	conn, err := Handshake(ctx, path, ms, uf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	comparePages(t, "Go read of huge page 0", goRead(ram[:ps], ps), want[:ps], ps)
 	comparePages(t, "kernel read of huge page 1", kernelRead(t, ram[ps:]), want[ps:], ps)
 	if st := waitStats(t, h, func(st Stats) bool { return st.Copied >= pages }); st.Copied != pages {
@@ -589,15 +591,8 @@ func TestServeStops(t *testing.T) {
 		ms := []Mapping{{BaseHostVirtAddr: addr(ram), Size: uint64(len(ram)), PageSize: PageSize4K, PageSizeKiB: PageSize4K}}
 		ctx, cancel := context.WithCancel(context.Background())
 		path, done := handlerAt(t, ctx, NewHandler(mem))
-		uf, err := Register(ms)
-		if err != nil {
-			t.Fatal(err)
-		}
+		uf, conn := handOver(t, ctx, path, ms)
 		defer uf.Close()
-		conn, err := Handshake(ctx, path, ms, uf)
-		if err != nil {
-			t.Fatal(err)
-		}
 		defer conn.Close()
 		goRead(ram[:PageSize4K], PageSize4K) // one fault served, then idle
 		time.Sleep(20 * time.Millisecond)
