@@ -194,6 +194,24 @@ func loadSnapshot(t *testing.T, ns, tap string, f snapFiles) *ember {
 	return e
 }
 
+// hostEnd is a restored guest's host end: tap in ns, up, with the host
+// address.
+func hostEnd(t *testing.T, ns, tap string) {
+	t.Helper()
+	addTap(t, ns, tap)
+	ip(t, "-n", ns, "addr", "add", snapHostIP+"/30", "dev", tap)
+	ip(t, "-n", ns, "link", "set", tap, "up")
+}
+
+// pingGuest pings the snapshot guest three times from ns.
+func pingGuest(ns string) ([]byte, error) {
+	ping := []string{"ping", "-c", "3", "-W", "2", snapGuestIP}
+	if ns != "" {
+		ping = append([]string{"ip", "netns", "exec", ns}, ping...)
+	}
+	return exec.Command(ping[0], ping[1:]...).CombinedOutput()
+}
+
 // tapRxPackets is how many frames the guest has sent through tap.
 func tapRxPackets(t *testing.T, ns, tap string) int {
 	t.Helper()
@@ -256,18 +274,11 @@ func testSnapshotRestore(t *testing.T) {
 	before, _ := lastCount(e)
 	e.stop()
 
-	// The restored guest's host end: another tap, with the host address.
-	addTap(t, ns2, "snap1")
-	ip(t, "-n", ns2, "addr", "add", snapHostIP+"/30", "dev", "snap1")
-	ip(t, "-n", ns2, "link", "set", "snap1", "up")
+	hostEnd(t, ns2, "snap1")
 	r := loadSnapshot(t, ns2, "snap1", f)
 	wantContinues(t, r, before, ns2, "snap1")
 
-	ping := []string{"ping", "-c", "3", "-W", "2", snapGuestIP}
-	if ns2 != "" {
-		ping = append([]string{"ip", "netns", "exec", ns2}, ping...)
-	}
-	if out, err := exec.Command(ping[0], ping[1:]...).CombinedOutput(); err != nil {
+	if out, err := pingGuest(ns2); err != nil {
 		t.Errorf("the host cannot ping the restored guest through the overridden tap: %v\n%s", err, out)
 	}
 	var cfg struct {
@@ -729,16 +740,10 @@ func testSnapshotGoDevices(t *testing.T) {
 	}
 	e.stop()
 
-	addTap(t, ns2, "snapgo1")
-	ip(t, "-n", ns2, "addr", "add", snapHostIP+"/30", "dev", "snapgo1")
-	ip(t, "-n", ns2, "link", "set", "snapgo1", "up")
+	hostEnd(t, ns2, "snapgo1")
 	r := loadSnapshot(t, ns2, "snapgo1", f)
 	wantContinues(t, r, before, ns2, "snapgo1")
-	ping := []string{"ping", "-c", "3", "-W", "2", snapGuestIP}
-	if ns2 != "" {
-		ping = append([]string{"ip", "netns", "exec", ns2}, ping...)
-	}
-	if out, err := exec.Command(ping[0], ping[1:]...).CombinedOutput(); err != nil {
+	if out, err := pingGuest(ns2); err != nil {
 		t.Errorf("the host cannot ping the restored guest through its limited interface: %v\n%s", err, out)
 	}
 	// Writes after the load reach the file.
@@ -876,9 +881,7 @@ func snapshotUffd(t *testing.T, prefix string, machine map[string]any) {
 	e.stop()
 
 	h := startUffdHandler(t, f.mem)
-	addTap(t, ns2, tap1)
-	ip(t, "-n", ns2, "addr", "add", snapHostIP+"/30", "dev", tap1)
-	ip(t, "-n", ns2, "link", "set", tap1, "up")
+	hostEnd(t, ns2, tap1)
 	r := startEmber(t, startOpts{netns: ns2})
 	code, body := r.api("PUT", "/snapshot/load", map[string]any{
 		"snapshot_path":     f.state,
