@@ -30,11 +30,6 @@ func guestRAM(spec *hypervisor.Spec, rs *restoreInputs) (*snapRAM, error) {
 		}
 		return nil, nil
 	}
-	if rs != nil {
-		if err := unmigratable(spec); err != nil {
-			return nil, err
-		}
-	}
 	size := spec.MemMiB << 20
 	flags := unix.MFD_CLOEXEC
 	if spec.HugePages == hypervisor.HugePages2M {
