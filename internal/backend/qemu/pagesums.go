@@ -43,3 +43,24 @@ func (s *pageSums) record(off uint64, b []byte) {
 		s.sums[(off+p)/snapshot.PageSize] = s.hash(b[p : p+snapshot.PageSize])
 	}
 }
+
+// recording wraps read, the reader a Full snapshot copies guest RAM with,
+// so that it also hashes each page it returns into next (indexed like
+// sums): a Full reads every page, so next is then the new baseline
+// without a second pass over guest RAM.
+func (s *pageSums) recording(regions []snapshot.Region, read snapshot.ReadFunc, next []uint64) snapshot.ReadFunc {
+	return func(gpa, n uint64) ([]byte, error) {
+		b, err := read(gpa, n)
+		if err != nil {
+			return nil, err
+		}
+		off, err := fileOffset(regions, gpa, n)
+		if err != nil {
+			return nil, err
+		}
+		for p := uint64(0); p+snapshot.PageSize <= uint64(len(b)); p += snapshot.PageSize {
+			next[(off+p)/snapshot.PageSize] = s.hash(b[p : p+snapshot.PageSize])
+		}
+		return b, nil
+	}
+}

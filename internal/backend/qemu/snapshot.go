@@ -189,11 +189,16 @@ func (m *machine) SaveSnapshot(ctx context.Context, req hypervisor.SaveRequest, 
 	// next baseline, as a Full resets Firecracker's dirty log.
 	var dirty [][]uint64
 	var next []uint64
-	if s.ram.sums != nil {
+	switch {
+	case s.ram.sums != nil && req.Diff:
 		var err error
 		if dirty, next, err = s.ram.changed(regions); err != nil {
 			return fmt.Errorf("finding the pages changed since the last snapshot: %w", err)
 		}
+	case s.ram.sums != nil:
+		// A Full reads every page anyway: hash them on the way.
+		next = make([]uint64, len(s.ram.sums.sums))
+		read = s.ram.sums.recording(regions, read, next)
 	}
 	if req.Diff {
 		if dirty == nil {

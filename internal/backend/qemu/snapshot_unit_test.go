@@ -172,6 +172,21 @@ func TestPageSums(t *testing.T) {
 		}
 		ram.sums.sums = next // as a snapshot does
 	}
+	// A Full snapshot is the next baseline, hashed as it is written.
+	if _, err := ram.fd.WriteAt(page(6), 9*snapshot.PageSize); err != nil {
+		t.Fatal(err)
+	}
+	next := make([]uint64, len(ram.sums.sums))
+	full := filepath.Join(t.TempDir(), "full.mem")
+	if err := snapshot.WriteMemory(full, regions, ram.sums.recording(regions, ram.reader(regions), next)); err != nil {
+		t.Fatal(err)
+	}
+	ram.sums.sums = next
+	if dirty, _, err := ram.changed(regions); err != nil {
+		t.Fatal(err)
+	} else if dirty[0][0] != 0 {
+		t.Errorf("after a Full snapshot, pages %#x of word 0 count as changed", dirty[0][0])
+	}
 	// A load's baseline is the memory file: nothing has changed yet.
 	mem := filepath.Join(t.TempDir(), "vm.mem")
 	if err := snapshot.WriteMemory(mem, regions, ram.reader(regions)); err != nil {
