@@ -253,11 +253,15 @@ func monitorRegisters(path string) string {
 	return "\nL1's vCPUs (QEMU monitor):\n" + strings.Join(keep, "\n")
 }
 
-// emulatorFault says how L1 failed on its own before the inner test
-// reported, or "" if it did not: it froze, or it triple faulted (QEMU
-// exited 0 under -no-reboot and logged one).
+// emulatorFault says how L1 failed on its own, or "" if it did not:
+// before the inner test reported, it froze, or it triple faulted (QEMU
+// exited 0 under -no-reboot and logged one); or the inner test failed
+// after showing that L1's KVM lost an interrupt of its L2 guest
+// (LostInterrupt).
 func (r *l1Run) emulatorFault(failure, waitErr error) string {
 	switch {
+	case r.result != "" && r.result != "exit 0" && r.innerSaid(markLostInterrupt):
+		return "LOST AN INTERRUPT OF ITS L2 GUEST"
 	case r.result != "" || r.innerAt == 0: // it reported, or never got that far
 		return ""
 	case errors.Is(failure, ErrFrozen):
@@ -276,6 +280,16 @@ func (r *l1Run) emulatorFault(failure, waitErr error) string {
 		}
 	}
 	return ""
+}
+
+// innerSaid reports whether the inner test printed a line containing s.
+func (r *l1Run) innerSaid(s string) bool {
+	for _, l := range r.inner {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *l1Run) tail() string {

@@ -86,7 +86,7 @@ const (
 	// modprobe would pass them.
 	EnvArgs = "EMBER_NESTED_ARGS"
 	// EnvAttempt tells the inner test which L1 it runs in: 1, or 2 after
-	// L1 itself triple faulted.
+	// L1 itself triple faulted, froze or lost an interrupt.
 	EnvAttempt = "EMBER_NESTED_ATTEMPT"
 )
 
@@ -209,6 +209,21 @@ func (e *Env) Guest() testguest.Assets {
 
 // Inside reports whether this process is an inner test run inside L1.
 func Inside() bool { return os.Getenv(EnvInner) == "1" }
+
+// markLostInterrupt starts the failure LostInterrupt reports.
+const markLostInterrupt = "EMBER-NESTED: L2 lost an interrupt: "
+
+// LostInterrupt fails t, an inner test's, for an interrupt the hypervisor
+// under the code under test never delivered: evidence must show it
+// raised, deliverable and waiting in a vCPU's LAPIC (QEMU's emulated SVM
+// and L1's KVM have lost some; docs/reliability.md). When the inner test
+// then fails, Run treats it as a fault of L1, like a triple fault: it says
+// so loudly and runs the inner test once more in a fresh L1. Outside L1
+// it is a plain failure.
+func LostInterrupt(t testing.TB, evidence string) {
+	t.Helper()
+	t.Errorf("%s%s", markLostInterrupt, evidence)
+}
 
 // KVMUsable reports whether this machine can run KVM guests directly:
 // /dev/kvm opens read-write and the CPU advertises vmx or svm (a /dev/kvm

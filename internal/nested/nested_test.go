@@ -134,6 +134,12 @@ func TestNestedDemo(t *testing.T) {
 				t.Fatal("L1 survived its triple fault")
 			}
 			t.Logf("DEMO-PASS in L1 attempt %s", os.Getenv(EnvAttempt))
+		case "l2-loses-interrupt":
+			if os.Getenv(EnvAttempt) == "1" {
+				LostInterrupt(t, "DEMO-EVIDENCE")
+				return
+			}
+			t.Logf("DEMO-PASS in L1 attempt %s", os.Getenv(EnvAttempt))
 		case "l1-freezes":
 			if os.Getenv(EnvAttempt) == "1" {
 				stopHeartbeat(t) // to the harness, L1 looks frozen
@@ -198,6 +204,7 @@ func TestNestedVerdicts(t *testing.T) {
 		{"boot-timeout", 1, []string{"--- FAIL: TestNestedDemo", "nested: L1 did not boot", `no "EMBER-NESTED: kvm ready" within 1ms`}},
 		{"l1-dies", 1, []string{"--- FAIL: TestNestedDemo", "nested: L1 failed: QEMU exited before the inner test reported", "Kernel panic"}},
 		{"l1-freezes", 0, []string{"L1 ITSELF FROZE (attempt 1 of 2", "no heartbeat for", "L1's vCPUs (QEMU monitor)", "RIP=", "DEMO-PASS in L1 attempt 2", "--- PASS: TestNestedDemo"}},
+		{"l2-loses-interrupt", 0, []string{"L1 ITSELF LOST AN INTERRUPT OF ITS L2 GUEST (attempt 1 of 2", markLostInterrupt + "DEMO-EVIDENCE", "DEMO-PASS in L1 attempt 2", "--- PASS: TestNestedDemo"}},
 		{"l1-triple-faults", 0, []string{"L1 ITSELF TRIPLE FAULTED (attempt 1 of 2", "Triple fault", "DEMO-PASS in L1 attempt 2", "--- PASS: TestNestedDemo"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -208,6 +209,26 @@ func TestInnerStatus(t *testing.T) {
 		s, r := innerStatus(strings.Split(tc.lines, "\n"), tc.name)
 		if s != tc.status || r != tc.reason {
 			t.Errorf("innerStatus(%q, %s) = %q, %q; want %q, %q", tc.lines, tc.name, s, r, tc.status, tc.reason)
+		}
+	}
+}
+
+func TestEmulatorFault(t *testing.T) {
+	lost := "    vsock_test.go:9: " + markLostInterrupt + "vector 0x23 waits"
+	for _, tc := range []struct {
+		name   string
+		run    l1Run
+		failed error
+		want   string
+	}{
+		{"lost interrupt, inner failed", l1Run{result: "exit 1", innerAt: 1, inner: []string{"=== RUN   TestKVM", lost}}, nil, "LOST AN INTERRUPT OF ITS L2 GUEST"},
+		{"lost interrupt, inner passed anyway", l1Run{result: "exit 0", innerAt: 1, inner: []string{lost}}, nil, ""},
+		{"plain failure", l1Run{result: "exit 1", innerAt: 1, inner: []string{"    x_test.go:9: boom"}}, nil, ""},
+		{"froze", l1Run{innerAt: 1}, fmt.Errorf("x: %w", ErrFrozen), "FROZE"},
+		{"never started", l1Run{}, nil, ""},
+	} {
+		if got := tc.run.emulatorFault(tc.failed, nil); got != tc.want {
+			t.Errorf("%s: emulatorFault = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
