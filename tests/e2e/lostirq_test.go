@@ -34,8 +34,8 @@ const (
 //     (interrupt status set) and published a used entry the guest asked to
 //     be interrupted for (used.idx past used_event) that the guest has not
 //     taken;
-//   - a vCPU has interrupts enabled and that interrupt's vector, above its
-//     processor priority, waiting in its LAPIC's IRR.
+//   - a vCPU has interrupts enabled and a vector above its processor
+//     priority waiting in its LAPIC's IRR.
 //
 // Then ember did its part and the hypervisor under it did not deliver: in
 // L1, KVM on QEMU's emulated SVM (docs/reliability.md); ember is then
