@@ -7,13 +7,18 @@ import (
 
 // Local APIC register offsets in LAPICState (the xAPIC MMIO layout).
 const (
-	LAPICRegID             = 0x20
-	LAPICRegVersion        = 0x30
-	LAPICRegTPR            = 0x80
-	LAPICRegEOI            = 0xB0
-	LAPICRegLDR            = 0xD0
-	LAPICRegDFR            = 0xE0
-	LAPICRegSpurious       = 0xF0
+	LAPICRegID       = 0x20
+	LAPICRegVersion  = 0x30
+	LAPICRegTPR      = 0x80
+	LAPICRegPPR      = 0xA0
+	LAPICRegEOI      = 0xB0
+	LAPICRegLDR      = 0xD0
+	LAPICRegDFR      = 0xE0
+	LAPICRegSpurious = 0xF0
+	// ISR and IRR are eight registers each, 16 bytes apart, for vectors
+	// 32*i to 32*i+31.
+	LAPICRegISR            = 0x100
+	LAPICRegIRR            = 0x200
 	LAPICRegICRLow         = 0x300
 	LAPICRegICRHigh        = 0x310
 	LAPICRegLVTTimer       = 0x320

@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ember-vmm/ember/internal/kvm"
 	"github.com/ember-vmm/ember/internal/kvmstate"
 	"github.com/ember-vmm/ember/internal/nested"
 	"github.com/ember-vmm/ember/internal/snapshot"
+	"github.com/ember-vmm/ember/internal/virtio/mmio"
 )
 
 // The guest's heartbeat: its uptime and its virtio interrupt counts.
@@ -120,36 +122,34 @@ func lostInterruptIn(statePath, memPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	sec, ok := f.Section("kvm/cpu")
+	if !ok {
+		return "", fmt.Errorf("snapshot %s has no vCPU state", statePath)
+	}
+	cpus, err := kvmstate.Unmarshal(sec.Data)
+	if err != nil {
+		return "", err
+	}
 	var raised []string
-	var cpus *kvmstate.State
 	for _, s := range f.Sections {
-		switch {
-		case s.Name == "kvm/cpu":
-			if cpus, err = kvmstate.Unmarshal(s.Data); err != nil {
-				return "", err
-			}
-		case strings.HasPrefix(s.Name, "kvm/device/"):
+		if name, ok := strings.CutPrefix(s.Name, "kvm/device/"); ok {
 			if r := untakenUsed(s.Data, mem); r != "" {
-				raised = append(raised, strings.TrimPrefix(s.Name, "kvm/device/")+" "+r)
+				raised = append(raised, name+" "+r)
 			}
 		}
-	}
-	if cpus == nil {
-		return "", fmt.Errorf("snapshot %s has no vCPU state", statePath)
 	}
 	if len(raised) == 0 {
 		return "", nil
 	}
 	for i, c := range cpus.VCPUs {
 		const ifFlag = 1 << 9
-		regs := c.LAPIC.Regs[:]
-		ppr := binary.LittleEndian.Uint32(regs[0xa0:]) & 0xf0
 		if c.Regs.RFLAGS&ifFlag == 0 {
 			continue
 		}
-		// IRR: eight 32-bit registers 16 bytes apart from 0x200.
+		ppr, _ := c.LAPIC.Reg(kvm.LAPICRegPPR)
+		ppr &= 0xf0
 		for v := 255; v >= 32; v-- {
-			word := binary.LittleEndian.Uint32(regs[0x200+0x10*(v/32):])
+			word, _ := c.LAPIC.Reg(kvm.LAPICRegIRR + 0x10*(v/32))
 			if word&(1<<(v%32)) != 0 && uint32(v)&0xf0 > ppr {
 				return fmt.Sprintf("%s; vCPU %d has interrupts enabled and vector %#x waiting in its LAPIC's IRR above its priority %#x, at rip %#x",
 					strings.Join(raised, "; "), i, v, ppr, c.Regs.RIP), nil
@@ -164,17 +164,9 @@ func lostInterruptIn(statePath, memPath string) (string, error) {
 // guest's used_event; "" if not.
 func untakenUsed(section, mem []byte) string {
 	var d struct {
-		Transport struct {
-			ISR    uint32 `json:"interrupt_status"`
-			Queues []struct {
-				Ready     bool   `json:"ready"`
-				Size      uint16 `json:"size"`
-				AvailRing uint64 `json:"avail_ring"`
-				UsedRing  uint64 `json:"used_ring"`
-			} `json:"queues"`
-		} `json:"transport"`
+		Transport mmio.State `json:"transport"`
 	}
-	if json.Unmarshal(section, &d) != nil || d.Transport.ISR&1 == 0 {
+	if json.Unmarshal(section, &d) != nil || d.Transport.ISR&mmio.IntVring == 0 {
 		return ""
 	}
 	for i, q := range d.Transport.Queues {
